@@ -1,0 +1,303 @@
+//! The one error type of idemflow.
+//!
+//! Every variant carries the data a caller needs to act on it: the machine and
+//! entity, the expected and actual version, the from and to states, the key.
+//! Its message says the same in plain words. See `docs/semantics.md` for what
+//! each error means and how a caller should react.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A specialised `Result` whose error is [`enum@Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which part of a request an [`Error::InvalidInput`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InputField {
+    /// The entity id.
+    Id,
+    /// The idempotency key.
+    Key,
+    /// The JSON payload.
+    Payload,
+    /// The actor (metadata).
+    Actor,
+    /// A state name given as text (untyped handle, CLI, HTTP).
+    State,
+    /// An event name given as text (untyped handle, CLI, HTTP).
+    Event,
+    /// A machine name given as text.
+    Machine,
+    /// A configuration value of the engine.
+    Config,
+}
+
+impl fmt::Display for InputField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InputField::Id => "id",
+            InputField::Key => "idempotency key",
+            InputField::Payload => "payload",
+            InputField::Actor => "actor",
+            InputField::State => "state",
+            InputField::Event => "event",
+            InputField::Machine => "machine",
+            InputField::Config => "configuration",
+        })
+    }
+}
+
+/// A state that a new machine definition removes although entities still hold it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MissingState {
+    /// The state's name.
+    pub state: String,
+    /// How many stored entities are in that state.
+    pub entities: u64,
+}
+
+impl fmt::Display for MissingState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} ({} entities)", self.state, self.entities)
+    }
+}
+
+fn join<T: fmt::Display>(items: &[T], separator: &str) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
+fn describe_target(to: &Option<String>, event: &Option<String>) -> String {
+    match (to, event) {
+        (Some(to), Some(event)) => format!("to {to:?} (event {event:?})"),
+        (Some(to), None) => format!("to {to:?}"),
+        (None, Some(event)) => format!("by event {event:?}"),
+        (None, None) => String::from("(no target)"),
+    }
+}
+
+/// Everything that can go wrong in idemflow.
+///
+/// Errors are never stored under an idempotency key: a retry after the cause
+/// is fixed is evaluated afresh.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request itself is malformed: an empty or oversized id or key, an
+    /// oversized payload, an unknown state or event name. Nothing was read or written.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// Which part of the request is wrong.
+        field: InputField,
+        /// What is wrong with it, in plain words.
+        reason: String,
+    },
+
+    /// The entity does not exist (create it first).
+    #[error("{machine} {id:?} does not exist")]
+    NotFound {
+        /// The machine's name.
+        machine: String,
+        /// The entity id.
+        id: String,
+    },
+
+    /// The machine has no transition from the entity's current state to the
+    /// requested target (or for the requested event).
+    #[error("{machine} {id:?} cannot go from {from:?} {}", describe_target(.to, .event))]
+    InvalidTransition {
+        /// The machine's name.
+        machine: String,
+        /// The entity id.
+        id: String,
+        /// The entity's current state.
+        from: String,
+        /// The requested target state, if the request named one or the event has one.
+        to: Option<String>,
+        /// The fired event, if the request fired one.
+        event: Option<String>,
+    },
+
+    /// The request expected another version than the stored one: someone else
+    /// changed the entity since the caller read it. Re-read and decide again.
+    #[error("{machine} {id:?} is at version {actual}, the request expected version {expected}")]
+    VersionConflict {
+        /// The machine's name.
+        machine: String,
+        /// The entity id.
+        id: String,
+        /// The version the request expected.
+        expected: u64,
+        /// The entity's current version.
+        actual: u64,
+    },
+
+    /// The idempotency key was already used for a different request. A key is
+    /// bound to its first request; use a new key for a new request.
+    #[error("idempotency key {key:?} of machine {machine} was first used for another request (on {original_id:?}); use a new key for a new request")]
+    KeyReused {
+        /// The machine's name.
+        machine: String,
+        /// The key.
+        key: String,
+        /// The entity id of the request the key was first used for.
+        original_id: String,
+    },
+
+    /// A guard attached to the transition rejected it. Nothing was written.
+    #[error("{machine} {id:?}: transition from {from:?} to {to:?} rejected by guard: {reason}")]
+    GuardRejected {
+        /// The machine's name.
+        machine: String,
+        /// The entity id.
+        id: String,
+        /// The entity's current state.
+        from: String,
+        /// The target state.
+        to: String,
+        /// The guard's reason.
+        reason: String,
+    },
+
+    /// A machine definition breaks the rules of a valid machine. Lists every problem.
+    #[error("invalid definition of machine {machine:?}: {}", join(.problems, "; "))]
+    InvalidDefinition {
+        /// The machine's name.
+        machine: String,
+        /// Every problem found, each in plain words.
+        problems: Vec<String>,
+    },
+
+    /// The definition given when opening a machine removes states that stored
+    /// entities still hold.
+    #[error("definition of machine {machine:?} removes states that stored entities still hold: {}", join(.missing, ", "))]
+    DefinitionMismatch {
+        /// The machine's name.
+        machine: String,
+        /// The removed states that still hold entities, with their counts.
+        missing: Vec<MissingState>,
+    },
+
+    /// No machine of that name is stored in the database.
+    #[error("no machine named {machine:?} is stored in this database")]
+    UnknownMachine {
+        /// The requested machine name.
+        machine: String,
+    },
+
+    /// A stored value or key failed to decode. Other records are unaffected.
+    #[error("corrupt data in tree {tree:?} at key {key}: {reason}")]
+    Corrupt {
+        /// The sled tree holding the value.
+        tree: String,
+        /// The key, printed readably (text where it is text, hex escapes otherwise).
+        key: String,
+        /// What failed to decode.
+        reason: String,
+    },
+
+    /// Another process (or another open engine) holds the database directory.
+    #[error("database {path:?} is locked by another process; close it there or use another directory")]
+    Locked {
+        /// The database directory.
+        path: PathBuf,
+    },
+
+    /// The storage layer failed (I/O error, disk full, ...).
+    #[error("storage error while {context}: {source}")]
+    Storage {
+        /// What the engine was doing.
+        context: String,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Builds an [`Error::InvalidInput`].
+    pub fn invalid_input(field: InputField, reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds an [`Error::Corrupt`], printing the key readably.
+    pub fn corrupt(tree: impl Into<String>, key: &[u8], reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            tree: tree.into(),
+            key: printable_key(key),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds an [`Error::Storage`] from any I/O-like error.
+    pub fn storage(context: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
+        Error::Storage {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Prints a byte key as text where it is printable ASCII and with `\xNN` escapes elsewhere.
+pub fn printable_key(key: &[u8]) -> String {
+    let mut out = String::with_capacity(key.len() + 2);
+    out.push('"');
+    for &byte in key {
+        match byte {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(byte as char),
+            _ => out.push_str(&format!("\\x{byte:02x}")),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_say_what_happened() {
+        let error = Error::VersionConflict {
+            machine: "order".into(),
+            id: "o-1".into(),
+            expected: 3,
+            actual: 4,
+        };
+        assert_eq!(
+            error.to_string(),
+            "order \"o-1\" is at version 4, the request expected version 3"
+        );
+        let error = Error::InvalidTransition {
+            machine: "order".into(),
+            id: "o-1".into(),
+            from: "draft".into(),
+            to: Some("paid".into()),
+            event: None,
+        };
+        assert_eq!(
+            error.to_string(),
+            "order \"o-1\" cannot go from \"draft\" to \"paid\""
+        );
+    }
+
+    #[test]
+    fn printable_key_escapes_binary() {
+        assert_eq!(printable_key(b"ab\x00\"c"), "\"ab\\x00\\\"c\"");
+    }
+
+    #[test]
+    fn error_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Error>();
+    }
+}
