@@ -1,0 +1,699 @@
+//! The decision core: what a request does to an entity, as a pure function.
+//!
+//! [`decide`] implements SPEC section 3, steps 2 to 9, over the machine's
+//! rules, the entity's current record, the idempotency key's record and the
+//! request. It knows nothing of storage: a backend loads the two records,
+//! calls it, and writes exactly what the returned [`Decision`] says in one
+//! atomic step. Step 1 (input limits and names) is [`check_request`], run
+//! before anything is read.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+
+use crate::error::{Error, InputField, Result};
+use crate::machine::MachineDef;
+use crate::outcome::{EntityRecord, HistoryRecord, OutcomeRecord};
+use crate::request::{Fingerprint, Limits, RequestSpec, Target};
+
+/// A machine definition indexed for fast decisions.
+#[derive(Debug)]
+pub(crate) struct MachineRules {
+    def: MachineDef,
+    state_index: HashMap<String, usize>,
+    /// Per from-state index: event name -> target state index.
+    next: Vec<HashMap<String, usize>>,
+    /// Event name -> every target state index of that event.
+    event_targets: HashMap<String, HashSet<usize>>,
+    /// Declared (from, to) pairs, with the events that declare them.
+    allowed: HashMap<(usize, usize), Vec<String>>,
+}
+
+impl MachineRules {
+    /// Indexes a definition; it must already be valid.
+    pub(crate) fn new(def: MachineDef) -> Self {
+        let state_index: HashMap<String, usize> = def
+            .states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        let mut next = vec![HashMap::new(); def.states.len()];
+        let mut event_targets: HashMap<String, HashSet<usize>> = HashMap::new();
+        let mut allowed: HashMap<(usize, usize), Vec<String>> = HashMap::new();
+        for t in &def.transitions {
+            if let (Some(&from), Some(&to)) = (state_index.get(&t.from), state_index.get(&t.to)) {
+                next[from].entry(t.event.clone()).or_insert(to);
+                event_targets.entry(t.event.clone()).or_default().insert(to);
+                allowed.entry((from, to)).or_default().push(t.event.clone());
+            }
+        }
+        MachineRules {
+            def,
+            state_index,
+            next,
+            event_targets,
+            allowed,
+        }
+    }
+
+    /// The definition.
+    pub(crate) fn def(&self) -> &MachineDef {
+        &self.def
+    }
+
+    /// The machine's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    fn state(&self, name: &str) -> Option<usize> {
+        self.state_index.get(name).copied()
+    }
+
+    fn state_name(&self, index: usize) -> &str {
+        &self.def.states[index].name
+    }
+}
+
+/// What an idempotency key remembers: the first request's fingerprint, its
+/// outcome, and when the record expires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeyRecord {
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) expires_at: u64,
+    pub(crate) outcome: OutcomeRecord,
+}
+
+/// An applied change: everything a backend writes for it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Applied {
+    /// What the caller gets back.
+    pub(crate) outcome: OutcomeRecord,
+    /// The state the entity leaves (none for a creation): its index entry goes.
+    pub(crate) previous_state: Option<String>,
+    /// The new record.
+    pub(crate) record: EntityRecord,
+    /// The history entry (and, with machine and id, the outbox event).
+    pub(crate) history: HistoryRecord,
+    /// The key record to store, for a keyed request.
+    pub(crate) key_record: Option<KeyRecord>,
+}
+
+/// What a request does.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Decision {
+    /// A retry of a keyed request: return the original outcome, write nothing.
+    Replay(OutcomeRecord),
+    /// The request's intent already holds: write nothing but the key record.
+    NoOp {
+        outcome: OutcomeRecord,
+        key_record: Option<KeyRecord>,
+    },
+    /// Apply the change.
+    Apply(Box<Applied>),
+}
+
+impl Decision {
+    /// Takes the outcome the caller gets.
+    pub(crate) fn into_outcome(self) -> OutcomeRecord {
+        match self {
+            Decision::Replay(outcome) | Decision::NoOp { outcome, .. } => outcome,
+            Decision::Apply(applied) => applied.outcome,
+        }
+    }
+}
+
+/// What a guard sees: the entity before the transition and the request.
+#[derive(Clone, Copy, Debug)]
+pub struct NamedGuardInput<'a> {
+    /// The entity as stored before the transition.
+    pub entity: &'a EntityRecord,
+    /// The target state.
+    pub to: &'a str,
+    /// The fired event (for a request by event).
+    pub event: Option<&'a str>,
+    /// Every event the machine declares for this `(from, to)` pair.
+    pub declared_events: &'a [String],
+    /// The request's payload.
+    pub payload: Option<&'a Value>,
+    /// The request's actor.
+    pub actor: Option<&'a str>,
+}
+
+/// The guards that apply to a request: `Err(reason)` rejects it.
+pub(crate) type GuardCheck<'a> = &'a dyn Fn(&NamedGuardInput<'_>) -> std::result::Result<(), String>;
+
+/// A guard check that allows everything.
+#[cfg(test)]
+pub(crate) fn no_guards(_: &NamedGuardInput<'_>) -> std::result::Result<(), String> {
+    Ok(())
+}
+
+/// Everything [`decide`] reads.
+pub(crate) struct DecisionInput<'a> {
+    pub(crate) rules: &'a MachineRules,
+    pub(crate) id: &'a str,
+    pub(crate) record: Option<&'a EntityRecord>,
+    pub(crate) key_record: Option<&'a KeyRecord>,
+    pub(crate) request: &'a RequestSpec,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) now: u64,
+    pub(crate) key_retention_ms: u64,
+    pub(crate) guard: GuardCheck<'a>,
+}
+
+/// SPEC step 1: limits and names, before anything is read. Returns the
+/// payload's compact JSON when there is one.
+pub(crate) fn check_request(
+    rules: &MachineRules,
+    limits: &Limits,
+    id: &str,
+    request: &RequestSpec,
+) -> Result<Option<Vec<u8>>> {
+    let payload = limits.check_request(id, request)?;
+    match &request.target {
+        Target::To(state) if rules.state(state).is_none() => Err(Error::invalid_input(
+            InputField::State,
+            format!("{state:?} is not a state of machine {}", rules.name()),
+        )),
+        Target::Fire(event) if !rules.event_targets.contains_key(event.as_ref()) => {
+            Err(Error::invalid_input(
+                InputField::Event,
+                format!("{event:?} is not an event of machine {}", rules.name()),
+            ))
+        }
+        _ => Ok(payload),
+    }
+}
+
+/// Decides a transition request (SPEC section 3, steps 2 to 9).
+pub(crate) fn decide(input: &DecisionInput<'_>) -> Result<Decision> {
+    let rules = input.rules;
+    let request = input.request;
+
+    // 2. Key replay.
+    if let (Some(key), Some(seen)) = (&request.key, input.key_record) {
+        if seen.expires_at > input.now {
+            if seen.fingerprint == input.fingerprint {
+                let mut outcome = seen.outcome.clone();
+                outcome.replay = true;
+                return Ok(Decision::Replay(outcome));
+            }
+            return Err(Error::KeyReused {
+                machine: rules.name().to_owned(),
+                key: key.clone(),
+                original_id: seen.outcome.id.clone(),
+            });
+        }
+    }
+
+    // 3. Existence.
+    let Some(record) = input.record else {
+        return Err(Error::NotFound {
+            machine: rules.name().to_owned(),
+            id: input.id.to_owned(),
+        });
+    };
+    let corrupt = || {
+        Error::corrupt(
+            format!("entities/{}", rules.name()),
+            input.id.as_bytes(),
+            format!(
+                "stored state {:?} is not a state of the machine",
+                record.state
+            ),
+        )
+    };
+    let current = rules.state(&record.state).ok_or_else(corrupt)?;
+
+    // 4. Target.
+    let (target, event) = match &request.target {
+        Target::To(state) => (
+            rules.state(state).ok_or_else(|| {
+                Error::invalid_input(
+                    InputField::State,
+                    format!("{state:?} is not a state of machine {}", rules.name()),
+                )
+            })?,
+            None,
+        ),
+        Target::Fire(event) => match rules.next[current].get(event.as_ref()) {
+            Some(&to) => (to, Some(event.as_ref())),
+            None if rules
+                .event_targets
+                .get(event.as_ref())
+                .is_some_and(|targets| targets.contains(&current)) =>
+            {
+                (current, Some(event.as_ref()))
+            }
+            None => {
+                return Err(Error::InvalidTransition {
+                    machine: rules.name().to_owned(),
+                    id: input.id.to_owned(),
+                    from: record.state.clone(),
+                    to: None,
+                    event: Some(event.to_string()),
+                })
+            }
+        },
+    };
+
+    // 5. Already reached: a no-op success.
+    if target == current {
+        let outcome = OutcomeRecord {
+            id: input.id.to_owned(),
+            state: record.state.clone(),
+            version: record.version,
+            applied: false,
+            from: None,
+            event: None,
+            replay: false,
+            at: input.now,
+        };
+        let key_record = key_record(input, &outcome);
+        return Ok(Decision::NoOp {
+            outcome,
+            key_record,
+        });
+    }
+
+    // 6. Expected version.
+    if let Some(expected) = request.expected_version {
+        if expected != record.version {
+            return Err(Error::VersionConflict {
+                machine: rules.name().to_owned(),
+                id: input.id.to_owned(),
+                expected,
+                actual: record.version,
+            });
+        }
+    }
+
+    // 7. Legality.
+    let to_name = rules.state_name(target);
+    let Some(declared_events) = rules.allowed.get(&(current, target)) else {
+        return Err(Error::InvalidTransition {
+            machine: rules.name().to_owned(),
+            id: input.id.to_owned(),
+            from: record.state.clone(),
+            to: Some(to_name.to_owned()),
+            event: event.map(str::to_owned),
+        });
+    };
+
+    // 8. Guards.
+    let guard_input = NamedGuardInput {
+        entity: record,
+        to: to_name,
+        event,
+        declared_events,
+        payload: request.payload.as_ref(),
+        actor: request.actor.as_deref(),
+    };
+    if let Err(reason) = (input.guard)(&guard_input) {
+        return Err(Error::GuardRejected {
+            machine: rules.name().to_owned(),
+            id: input.id.to_owned(),
+            from: record.state.clone(),
+            to: to_name.to_owned(),
+            reason,
+        });
+    }
+
+    // 9. Apply. Timestamps never go back for one entity, so its outbox events
+    // stay in version order even if the clock does.
+    let at = input.now.max(record.updated_at);
+    let version = record.version + 1;
+    let outcome = OutcomeRecord {
+        id: input.id.to_owned(),
+        state: to_name.to_owned(),
+        version,
+        applied: true,
+        from: Some(record.state.clone()),
+        event: event.map(str::to_owned),
+        replay: false,
+        at,
+    };
+    let key_record = key_record(input, &outcome);
+    Ok(Decision::Apply(Box::new(Applied {
+        previous_state: Some(record.state.clone()),
+        record: EntityRecord {
+            id: input.id.to_owned(),
+            state: to_name.to_owned(),
+            version,
+            created_at: record.created_at,
+            updated_at: at,
+        },
+        history: HistoryRecord {
+            version,
+            from: Some(record.state.clone()),
+            to: to_name.to_owned(),
+            event: event.map(str::to_owned),
+            key: request.key.clone(),
+            payload: request.payload.clone(),
+            actor: request.actor.clone(),
+            at,
+        },
+        outcome,
+        key_record,
+    })))
+}
+
+fn key_record(input: &DecisionInput<'_>, outcome: &OutcomeRecord) -> Option<KeyRecord> {
+    input.request.key.as_ref().map(|_| KeyRecord {
+        fingerprint: input.fingerprint,
+        expires_at: input.now.saturating_add(input.key_retention_ms),
+        outcome: outcome.clone(),
+    })
+}
+
+/// What a creation records besides the id.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct CreateSpec {
+    pub(crate) payload: Option<Value>,
+    pub(crate) actor: Option<String>,
+}
+
+/// Decides a creation (SPEC section 2): the initial state at version 1, or a
+/// no-op returning the existing record whatever its state.
+pub(crate) fn decide_create(
+    rules: &MachineRules,
+    id: &str,
+    record: Option<&EntityRecord>,
+    create: &CreateSpec,
+    now: u64,
+) -> Decision {
+    if let Some(record) = record {
+        return Decision::NoOp {
+            outcome: OutcomeRecord {
+                id: id.to_owned(),
+                state: record.state.clone(),
+                version: record.version,
+                applied: false,
+                from: None,
+                event: None,
+                replay: false,
+                at: now,
+            },
+            key_record: None,
+        };
+    }
+    let initial = rules.def().initial.clone();
+    Decision::Apply(Box::new(Applied {
+        outcome: OutcomeRecord {
+            id: id.to_owned(),
+            state: initial.clone(),
+            version: 1,
+            applied: true,
+            from: None,
+            event: None,
+            replay: false,
+            at: now,
+        },
+        previous_state: None,
+        record: EntityRecord {
+            id: id.to_owned(),
+            state: initial.clone(),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        },
+        history: HistoryRecord {
+            version: 1,
+            from: None,
+            to: initial,
+            event: None,
+            key: None,
+            payload: create.payload.clone(),
+            actor: create.actor.clone(),
+            at: now,
+        },
+        key_record: None,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn order() -> MachineRules {
+        MachineRules::new(
+            MachineDef::new("order", "draft")
+                .state("draft")
+                .state("submitted")
+                .state("paid")
+                .terminal_state("shipped")
+                .terminal_state("cancelled")
+                .terminal_state("refunded")
+                .transition("draft", "submit", "submitted")
+                .transition("draft", "cancel", "cancelled")
+                .transition("submitted", "pay", "paid")
+                .transition("submitted", "cancel", "cancelled")
+                .transition("paid", "ship", "shipped")
+                .transition("paid", "refund", "refunded"),
+        )
+    }
+
+    fn record(state: &str, version: u64) -> EntityRecord {
+        EntityRecord {
+            id: "o-1".into(),
+            state: state.into(),
+            version,
+            created_at: 10,
+            updated_at: 20,
+        }
+    }
+
+    fn to(state: &str) -> RequestSpec {
+        RequestSpec {
+            target: Target::To(state.to_owned().into()),
+            key: None,
+            expected_version: None,
+            payload: None,
+            actor: None,
+        }
+    }
+
+    fn fire(event: &str) -> RequestSpec {
+        RequestSpec {
+            target: Target::Fire(event.to_owned().into()),
+            ..to("draft")
+        }
+    }
+
+    fn run(
+        rules: &MachineRules,
+        record: Option<&EntityRecord>,
+        key_record: Option<&KeyRecord>,
+        request: &RequestSpec,
+    ) -> Result<Decision> {
+        decide(&DecisionInput {
+            rules,
+            id: "o-1",
+            record,
+            key_record,
+            request,
+            fingerprint: Fingerprint::of("o-1", request),
+            now: 100,
+            key_retention_ms: 1000,
+            guard: &no_guards,
+        })
+    }
+
+    #[test]
+    fn step1_rejects_unknown_names_and_limits() {
+        let rules = order();
+        let limits = Limits::default();
+        assert!(matches!(
+            check_request(&rules, &limits, "o-1", &to("lost")),
+            Err(Error::InvalidInput { field: InputField::State, .. })
+        ));
+        assert!(matches!(
+            check_request(&rules, &limits, "o-1", &fire("teleport")),
+            Err(Error::InvalidInput { field: InputField::Event, .. })
+        ));
+        assert!(matches!(
+            check_request(&rules, &limits, "", &to("paid")),
+            Err(Error::InvalidInput { field: InputField::Id, .. })
+        ));
+        assert!(check_request(&rules, &limits, "o-1", &fire("pay")).is_ok());
+    }
+
+    #[test]
+    fn step2_replays_the_original_outcome_even_after_the_entity_moved_on() {
+        let rules = order();
+        let mut request = to("submitted");
+        request.key = Some("k".into());
+        let first = run(&rules, Some(&record("draft", 1)), None, &request).unwrap();
+        let Decision::Apply(applied) = first else {
+            panic!("expected an applied change")
+        };
+        let stored = applied.key_record.clone().expect("keyed request stores its key");
+        assert_eq!(stored.expires_at, 1100);
+        let again = run(&rules, Some(&record("paid", 3)), Some(&stored), &request).unwrap();
+        let mut expected = applied.outcome.clone();
+        expected.replay = true;
+        assert_eq!(again, Decision::Replay(expected));
+    }
+
+    #[test]
+    fn step2_rejects_a_reused_key_and_forgets_expired_keys() {
+        let rules = order();
+        let mut request = to("submitted");
+        request.key = Some("k".into());
+        let stored = KeyRecord {
+            fingerprint: Fingerprint::of("other", &request),
+            expires_at: 1000,
+            outcome: OutcomeRecord {
+                id: "other".into(),
+                state: "submitted".into(),
+                version: 2,
+                applied: true,
+                from: Some("draft".into()),
+                event: None,
+                replay: false,
+                at: 1,
+            },
+        };
+        let error = run(&rules, Some(&record("draft", 1)), Some(&stored), &request).unwrap_err();
+        assert!(matches!(error, Error::KeyReused { ref key, ref original_id, .. } if key == "k" && original_id == "other"));
+        let expired = KeyRecord {
+            expires_at: 100,
+            ..stored
+        };
+        let decision = run(&rules, Some(&record("draft", 1)), Some(&expired), &request).unwrap();
+        assert!(matches!(decision, Decision::Apply(_)));
+    }
+
+    #[test]
+    fn step3_missing_entity_is_not_found() {
+        let rules = order();
+        assert!(matches!(
+            run(&rules, None, None, &to("submitted")),
+            Err(Error::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn step4_fire_resolves_the_target_or_recognises_it_as_reached() {
+        let rules = order();
+        let decision = run(&rules, Some(&record("submitted", 2)), None, &fire("pay")).unwrap();
+        let Decision::Apply(applied) = decision else {
+            panic!("expected an applied change")
+        };
+        assert_eq!(applied.record.state, "paid");
+        assert_eq!(applied.history.event.as_deref(), Some("pay"));
+        // Paid already: firing pay again is a no-op.
+        let decision = run(&rules, Some(&record("paid", 3)), None, &fire("pay")).unwrap();
+        assert!(matches!(decision, Decision::NoOp { .. }));
+        // Shipped: pay is neither declared from here nor leads here.
+        let error = run(&rules, Some(&record("shipped", 4)), None, &fire("pay")).unwrap_err();
+        assert!(matches!(error, Error::InvalidTransition { ref from, to: None, ref event, .. } if from == "shipped" && event.as_deref() == Some("pay")));
+    }
+
+    #[test]
+    fn step5_noop_ignores_the_expected_version_and_writes_only_the_key() {
+        let rules = order();
+        let mut request = to("paid");
+        request.expected_version = Some(1);
+        request.key = Some("k".into());
+        let decision = run(&rules, Some(&record("paid", 3)), None, &request).unwrap();
+        let Decision::NoOp {
+            outcome,
+            key_record,
+        } = decision
+        else {
+            panic!("expected a no-op")
+        };
+        assert_eq!((outcome.state.as_str(), outcome.version), ("paid", 3));
+        assert!(!outcome.applied);
+        assert_eq!(key_record.map(|k| k.outcome), Some(outcome));
+    }
+
+    #[test]
+    fn step6_expected_version_must_match() {
+        let rules = order();
+        let mut request = to("paid");
+        request.expected_version = Some(1);
+        let error = run(&rules, Some(&record("submitted", 2)), None, &request).unwrap_err();
+        assert!(matches!(
+            error,
+            Error::VersionConflict {
+                expected: 1,
+                actual: 2,
+                ..
+            }
+        ));
+        request.expected_version = Some(2);
+        assert!(run(&rules, Some(&record("submitted", 2)), None, &request).is_ok());
+    }
+
+    #[test]
+    fn step7_undeclared_transition_is_invalid() {
+        let rules = order();
+        let error = run(&rules, Some(&record("draft", 1)), None, &to("shipped")).unwrap_err();
+        assert!(matches!(error, Error::InvalidTransition { ref from, ref to, .. } if from == "draft" && to.as_deref() == Some("shipped")));
+    }
+
+    #[test]
+    fn step8_guard_rejects_with_its_reason() {
+        let rules = order();
+        let mut request = to("paid");
+        request.payload = Some(json!({"amount": 0}));
+        let guard = |input: &NamedGuardInput<'_>| {
+            if input.payload.and_then(|p| p["amount"].as_u64()) == Some(0) {
+                Err(format!("nothing to charge for {}", input.entity.id))
+            } else {
+                Ok(())
+            }
+        };
+        let error = decide(&DecisionInput {
+            rules: &rules,
+            id: "o-1",
+            record: Some(&record("submitted", 2)),
+            key_record: None,
+            request: &request,
+            fingerprint: Fingerprint::of("o-1", &request),
+            now: 100,
+            key_retention_ms: 1000,
+            guard: &guard,
+        })
+        .unwrap_err();
+        assert!(matches!(error, Error::GuardRejected { ref reason, ref to, .. } if reason == "nothing to charge for o-1" && to == "paid"));
+    }
+
+    #[test]
+    fn step9_applies_version_plus_one_with_monotonic_time() {
+        let rules = order();
+        let mut request = to("submitted");
+        request.actor = Some("alice".into());
+        let mut current = record("draft", 1);
+        current.updated_at = 500; // later than `now`: the clock went back
+        let Decision::Apply(applied) = run(&rules, Some(&current), None, &request).unwrap() else {
+            panic!("expected an applied change")
+        };
+        assert_eq!(applied.record.version, 2);
+        assert_eq!(applied.record.updated_at, 500);
+        assert_eq!(applied.record.created_at, 10);
+        assert_eq!(applied.previous_state.as_deref(), Some("draft"));
+        assert_eq!(applied.history.version, 2);
+        assert_eq!(applied.history.actor.as_deref(), Some("alice"));
+        assert!(applied.key_record.is_none());
+        assert!(applied.outcome.applied && !applied.outcome.replay);
+    }
+
+    #[test]
+    fn create_is_a_noop_for_an_existing_entity() {
+        let rules = order();
+        let decision = decide_create(&rules, "o-1", None, &CreateSpec::default(), 7);
+        let Decision::Apply(applied) = decision else {
+            panic!("expected a creation")
+        };
+        assert_eq!((applied.record.state.as_str(), applied.record.version), ("draft", 1));
+        let existing = record("paid", 3);
+        let decision = decide_create(&rules, "o-1", Some(&existing), &CreateSpec::default(), 7);
+        assert!(matches!(decision, Decision::NoOp { ref outcome, .. } if outcome.state == "paid" && outcome.version == 3 && !outcome.applied));
+    }
+}

@@ -1,0 +1,474 @@
+//! Transition requests: the typed [`Request`] and the name-based [`NamedRequest`],
+//! their input limits and their fingerprint.
+
+use std::borrow::Cow;
+use std::marker::PhantomData;
+
+use serde_json::Value;
+
+use crate::error::{Error, InputField, Result};
+use crate::machine::{MachineEvent, StateMachine};
+
+/// What a request asks for, by name: a target state or an event.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// Move to this state.
+    To(Cow<'static, str>),
+    /// Fire this event.
+    Fire(Cow<'static, str>),
+}
+
+impl Target {
+    /// The state or event name.
+    pub fn name(&self) -> &str {
+        match self {
+            Target::To(name) | Target::Fire(name) => name,
+        }
+    }
+}
+
+/// The fields every request has, whatever names its target: the name-based
+/// form that the decision core, the fingerprint and storage work with.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct RequestSpec {
+    pub(crate) target: Target,
+    pub(crate) key: Option<String>,
+    pub(crate) expected_version: Option<u64>,
+    pub(crate) payload: Option<Value>,
+    pub(crate) actor: Option<String>,
+}
+
+impl RequestSpec {
+    fn new(target: Target) -> Self {
+        RequestSpec {
+            target,
+            key: None,
+            expected_version: None,
+            payload: None,
+            actor: None,
+        }
+    }
+}
+
+/// Generates the builder methods shared by [`Request`] and [`NamedRequest`].
+macro_rules! request_builder_methods {
+    () => {
+        /// Sets the idempotency key: the request is applied at most once, and a
+        /// retry with the same key returns the original outcome.
+        #[must_use]
+        pub fn key(mut self, key: impl Into<String>) -> Self {
+            self.spec.key = Some(key.into());
+            self
+        }
+
+        /// Sets the version the caller expects the entity to be at (optimistic
+        /// concurrency): another version gives [`Error::VersionConflict`].
+        #[must_use]
+        pub fn expect_version(mut self, version: u64) -> Self {
+            self.spec.expected_version = Some(version);
+            self
+        }
+
+        /// Attaches a JSON payload, recorded in history and in the outbox event.
+        #[must_use]
+        pub fn payload(mut self, payload: Value) -> Self {
+            self.spec.payload = Some(payload);
+            self
+        }
+
+        /// Names who makes the request, recorded in history and in the outbox event.
+        #[must_use]
+        pub fn actor(mut self, actor: impl Into<String>) -> Self {
+            self.spec.actor = Some(actor.into());
+            self
+        }
+
+        /// The idempotency key, if set.
+        pub fn key_ref(&self) -> Option<&str> {
+            self.spec.key.as_deref()
+        }
+
+        /// The expected version, if set.
+        pub fn expected_version(&self) -> Option<u64> {
+            self.spec.expected_version
+        }
+
+        /// The payload, if set.
+        pub fn payload_ref(&self) -> Option<&Value> {
+            self.spec.payload.as_ref()
+        }
+
+        /// The actor, if set.
+        pub fn actor_ref(&self) -> Option<&str> {
+            self.spec.actor.as_deref()
+        }
+    };
+}
+
+/// A transition request for a typed machine: a target state ([`Request::to`])
+/// or an event ([`Request::fire`]), plus an optional idempotency key, expected
+/// version, payload and actor.
+///
+/// ```
+/// # use idemflow::StateMachine;
+/// # #[derive(StateMachine, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// # #[machine(name = "order", initial = Draft, events = OrderEvent)]
+/// # enum OrderState {
+/// #     #[on(submit = Submitted)] Draft,
+/// #     #[on(pay = Paid)] Submitted,
+/// #     #[terminal] Paid,
+/// # }
+/// use idemflow::Request;
+///
+/// let request = Request::to(OrderState::Paid)
+///     .key("req-7f3a")
+///     .expect_version(2)
+///     .payload(serde_json::json!({"amount": 4200}))
+///     .actor("alice");
+/// assert_eq!(request.key_ref(), Some("req-7f3a"));
+/// let by_event: Request<OrderState> = Request::fire(OrderEvent::Pay);
+/// assert_eq!(by_event.expected_version(), None);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request<M: StateMachine> {
+    pub(crate) spec: RequestSpec,
+    machine: PhantomData<fn() -> M>,
+}
+
+impl<M: StateMachine> Request<M> {
+    /// A request to move the entity to `state`.
+    pub fn to(state: M) -> Self {
+        Request {
+            spec: RequestSpec::new(Target::To(Cow::Borrowed(state.name()))),
+            machine: PhantomData,
+        }
+    }
+
+    /// A request to fire `event` from the entity's current state.
+    pub fn fire(event: M::Event) -> Self {
+        Request {
+            spec: RequestSpec::new(Target::Fire(Cow::Borrowed(event.name()))),
+            machine: PhantomData,
+        }
+    }
+
+    /// The same request in its name-based form.
+    pub fn into_named(self) -> NamedRequest {
+        NamedRequest { spec: self.spec }
+    }
+
+    request_builder_methods!();
+}
+
+/// A transition request by state or event *name*, for machines without a Rust
+/// type (tools, the CLI, HTTP services). Same options as [`Request`].
+///
+/// ```
+/// use idemflow::NamedRequest;
+///
+/// let request = NamedRequest::fire("pay").key("k-1").actor("bob");
+/// assert_eq!(request.target().name(), "pay");
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedRequest {
+    pub(crate) spec: RequestSpec,
+}
+
+impl NamedRequest {
+    /// A request to move the entity to the state named `state`.
+    pub fn to(state: impl Into<String>) -> Self {
+        NamedRequest {
+            spec: RequestSpec::new(Target::To(Cow::Owned(state.into()))),
+        }
+    }
+
+    /// A request to fire the event named `event`.
+    pub fn fire(event: impl Into<String>) -> Self {
+        NamedRequest {
+            spec: RequestSpec::new(Target::Fire(Cow::Owned(event.into()))),
+        }
+    }
+
+    /// What the request asks for.
+    pub fn target(&self) -> &Target {
+        &self.spec.target
+    }
+
+    request_builder_methods!();
+}
+
+/// Size limits checked before anything is read or written (SPEC step 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest entity id in bytes (ids must be non-empty). Default 1024.
+    pub max_id_bytes: usize,
+    /// Longest idempotency key in bytes (keys must be non-empty). Default 255.
+    pub max_key_bytes: usize,
+    /// Largest payload in bytes of compact JSON. Default 64 KiB.
+    pub max_payload_bytes: usize,
+    /// Longest actor in bytes. Default 1024.
+    pub max_actor_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_id_bytes: 1024,
+            max_key_bytes: 255,
+            max_payload_bytes: 64 * 1024,
+            max_actor_bytes: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks an entity id: 1..=`max_id_bytes` bytes.
+    pub fn check_id(&self, id: &str) -> Result<()> {
+        check_length(InputField::Id, id, self.max_id_bytes)
+    }
+
+    /// Checks a request's id, key, payload and actor. Returns the payload's
+    /// compact JSON encoding (which storage reuses) when there is one.
+    pub(crate) fn check_request(&self, id: &str, spec: &RequestSpec) -> Result<Option<Vec<u8>>> {
+        self.check_id(id)?;
+        if let Some(key) = &spec.key {
+            check_length(InputField::Key, key, self.max_key_bytes)?;
+        }
+        if let Some(actor) = &spec.actor {
+            if actor.len() > self.max_actor_bytes {
+                return Err(Error::invalid_input(
+                    InputField::Actor,
+                    format!(
+                        "{} bytes is longer than the limit of {} bytes",
+                        actor.len(),
+                        self.max_actor_bytes
+                    ),
+                ));
+            }
+        }
+        let name = spec.target.name();
+        if name.is_empty() {
+            let field = match spec.target {
+                Target::To(_) => InputField::State,
+                Target::Fire(_) => InputField::Event,
+            };
+            return Err(Error::invalid_input(field, "the name is empty"));
+        }
+        match &spec.payload {
+            None => Ok(None),
+            Some(payload) => {
+                let bytes = serde_json::to_vec(payload).map_err(|error| {
+                    Error::invalid_input(InputField::Payload, error.to_string())
+                })?;
+                if bytes.len() > self.max_payload_bytes {
+                    return Err(Error::invalid_input(
+                        InputField::Payload,
+                        format!(
+                            "{} bytes of JSON is larger than the limit of {} bytes",
+                            bytes.len(),
+                            self.max_payload_bytes
+                        ),
+                    ));
+                }
+                Ok(Some(bytes))
+            }
+        }
+    }
+}
+
+fn check_length(field: InputField, value: &str, max: usize) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid_input(field, "it is empty"));
+    }
+    if value.len() > max {
+        return Err(Error::invalid_input(
+            field,
+            format!(
+                "{} bytes is longer than the limit of {max} bytes",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A request's fingerprint: a BLAKE3 hash over a canonical encoding of the
+/// entity id and every request field (JSON object key order does not matter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// The fingerprint of `spec` on entity `id`.
+    pub(crate) fn of(id: &str, spec: &RequestSpec) -> Fingerprint {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"idemflow request v1\0");
+        put_bytes(&mut hasher, id.as_bytes());
+        match &spec.target {
+            Target::To(state) => {
+                hasher.update(b"T");
+                put_bytes(&mut hasher, state.as_bytes());
+            }
+            Target::Fire(event) => {
+                hasher.update(b"E");
+                put_bytes(&mut hasher, event.as_bytes());
+            }
+        }
+        match spec.expected_version {
+            Some(version) => {
+                hasher.update(b"V");
+                hasher.update(&version.to_be_bytes());
+            }
+            None => {
+                hasher.update(b"-");
+            }
+        }
+        match &spec.payload {
+            Some(payload) => {
+                hasher.update(b"P");
+                canonical_json(&mut hasher, payload);
+            }
+            None => {
+                hasher.update(b"-");
+            }
+        }
+        match &spec.actor {
+            Some(actor) => {
+                hasher.update(b"A");
+                put_bytes(&mut hasher, actor.as_bytes());
+            }
+            None => {
+                hasher.update(b"-");
+            }
+        }
+        Fingerprint(*hasher.finalize().as_bytes())
+    }
+}
+
+fn put_bytes(hasher: &mut blake3::Hasher, bytes: &[u8]) {
+    hasher.update(&(bytes.len() as u64).to_be_bytes());
+    hasher.update(bytes);
+}
+
+/// Feeds a JSON value in a canonical form: object keys sorted, every item
+/// tagged and length-prefixed, numbers by their JSON text.
+fn canonical_json(hasher: &mut blake3::Hasher, value: &Value) {
+    match value {
+        Value::Null => {
+            hasher.update(b"n");
+        }
+        Value::Bool(flag) => {
+            hasher.update(if *flag { b"t" } else { b"f" });
+        }
+        Value::Number(number) => {
+            hasher.update(b"#");
+            put_bytes(hasher, number.to_string().as_bytes());
+        }
+        Value::String(text) => {
+            hasher.update(b"s");
+            put_bytes(hasher, text.as_bytes());
+        }
+        Value::Array(items) => {
+            hasher.update(b"[");
+            hasher.update(&(items.len() as u64).to_be_bytes());
+            for item in items {
+                canonical_json(hasher, item);
+            }
+        }
+        Value::Object(map) => {
+            hasher.update(b"{");
+            hasher.update(&(map.len() as u64).to_be_bytes());
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            for (name, item) in entries {
+                put_bytes(hasher, name.as_bytes());
+                canonical_json(hasher, item);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(target: Target) -> RequestSpec {
+        RequestSpec::new(target)
+    }
+
+    #[test]
+    fn fingerprint_ignores_object_key_order() {
+        let mut a = spec(Target::To("paid".into()));
+        a.payload = Some(serde_json::from_str(r#"{"a":1,"b":{"x":[1,2],"y":null}}"#).unwrap());
+        let mut b = spec(Target::To("paid".into()));
+        b.payload = Some(serde_json::from_str(r#"{"b":{"y":null,"x":[1,2]},"a":1}"#).unwrap());
+        assert_eq!(Fingerprint::of("o-1", &a), Fingerprint::of("o-1", &b));
+    }
+
+    #[test]
+    fn fingerprint_covers_every_field() {
+        let base = spec(Target::To("paid".into()));
+        let base_print = Fingerprint::of("o-1", &base);
+        assert_ne!(Fingerprint::of("o-2", &base), base_print);
+        assert_ne!(
+            Fingerprint::of("o-1", &spec(Target::Fire("paid".into()))),
+            base_print
+        );
+        let mut changed = base.clone();
+        changed.expected_version = Some(1);
+        assert_ne!(Fingerprint::of("o-1", &changed), base_print);
+        let mut changed = base.clone();
+        changed.payload = Some(json!({"amount": 1}));
+        assert_ne!(Fingerprint::of("o-1", &changed), base_print);
+        let mut other_payload = base.clone();
+        other_payload.payload = Some(json!({"amount": 2}));
+        assert_ne!(
+            Fingerprint::of("o-1", &changed),
+            Fingerprint::of("o-1", &other_payload)
+        );
+        let mut changed = base.clone();
+        changed.actor = Some("alice".into());
+        assert_ne!(Fingerprint::of("o-1", &changed), base_print);
+        // The key itself is not part of the fingerprint: it names the record.
+        let mut keyed = base.clone();
+        keyed.key = Some("k".into());
+        assert_eq!(Fingerprint::of("o-1", &keyed), base_print);
+    }
+
+    #[test]
+    fn limits_reject_empty_and_oversized_input() {
+        let limits = Limits::default();
+        let ok = spec(Target::To("paid".into()));
+        assert!(limits.check_request("o-1", &ok).is_ok());
+        assert!(matches!(
+            limits.check_request("", &ok),
+            Err(Error::InvalidInput { field: InputField::Id, .. })
+        ));
+        assert!(matches!(
+            limits.check_request(&"x".repeat(1025), &ok),
+            Err(Error::InvalidInput { field: InputField::Id, .. })
+        ));
+        assert!(limits.check_request(&"x".repeat(1024), &ok).is_ok());
+        let mut keyed = ok.clone();
+        keyed.key = Some(String::new());
+        assert!(matches!(
+            limits.check_request("o-1", &keyed),
+            Err(Error::InvalidInput { field: InputField::Key, .. })
+        ));
+        keyed.key = Some("k".repeat(256));
+        assert!(matches!(
+            limits.check_request("o-1", &keyed),
+            Err(Error::InvalidInput { field: InputField::Key, .. })
+        ));
+        let mut heavy = ok.clone();
+        heavy.payload = Some(json!("x".repeat(64 * 1024)));
+        assert!(matches!(
+            limits.check_request("o-1", &heavy),
+            Err(Error::InvalidInput { field: InputField::Payload, .. })
+        ));
+        assert!(matches!(
+            limits.check_request("o-1", &spec(Target::Fire("".into()))),
+            Err(Error::InvalidInput { field: InputField::Event, .. })
+        ));
+    }
+}
