@@ -22,7 +22,8 @@ use crate::outcome::{
 };
 use crate::request::{Fingerprint, Limits, NamedRequest, Request, RequestSpec};
 use crate::store::sled::{SledOptions, SledStore};
-use crate::store::{MachineStore, Store};
+use crate::batch::Batcher;
+use crate::store::{MachineStore, Store, StoreRequest};
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
@@ -50,6 +51,8 @@ pub struct EngineBuilder {
     limits: Limits,
     cache_capacity: u64,
     flush_every_ms: Option<u64>,
+    batching: bool,
+    max_batch: usize,
 }
 
 impl Default for EngineBuilder {
@@ -60,6 +63,8 @@ impl Default for EngineBuilder {
             limits: Limits::default(),
             cache_capacity: 256 * 1024 * 1024,
             flush_every_ms: Some(100),
+            batching: true,
+            max_batch: 256,
         }
     }
 }
@@ -102,6 +107,24 @@ impl EngineBuilder {
         self
     }
 
+    /// Whether concurrent requests share transactions (the batching writer).
+    /// Default on. A lone caller is never delayed: it runs its own batch of
+    /// one at once; concurrent callers' requests are decided one after the
+    /// other (each against the state the earlier ones left) and committed in
+    /// one transaction with one flush. Semantics are the same either way.
+    #[must_use]
+    pub fn batching(mut self, on: bool) -> Self {
+        self.batching = on;
+        self
+    }
+
+    /// The most requests one batch takes. Default 256.
+    #[must_use]
+    pub fn max_batch(mut self, requests: usize) -> Self {
+        self.max_batch = requests.max(1);
+        self
+    }
+
     /// Opens (or creates) the database in directory `path`.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Engine> {
         self.build(Some(path.as_ref().to_owned()))
@@ -133,6 +156,7 @@ impl EngineBuilder {
                 path,
                 machines: Mutex::new(HashMap::new()),
                 group: GroupCommit::default(),
+                batcher: self.batching.then(|| Batcher::new(self.max_batch)),
             }),
         })
     }
@@ -199,6 +223,8 @@ pub(crate) struct EngineInner {
     path: Option<PathBuf>,
     machines: Mutex<HashMap<String, Arc<MachineRuntime>>>,
     group: GroupCommit,
+    /// The batching writer, when on.
+    batcher: Option<Batcher<Job>>,
 }
 
 /// A machine's rules, store and guards, shared by every handle on it.
@@ -388,62 +414,90 @@ impl EngineInner {
         }
     }
 
-    /// Runs `decide_with` in one atomic step and applies the durability mode.
-    fn commit(
-        &self,
-        runtime: &MachineRuntime,
-        id: &str,
-        key: Option<&str>,
-        decide_with: &dyn Fn(Option<&EntityRecord>, Option<&KeyRecord>) -> Result<Decision>,
-    ) -> Result<OutcomeRecord> {
+    /// Runs jobs in one atomic step, then applies the durability mode; one
+    /// result per job.
+    fn execute(&self, jobs: &[Job]) -> Vec<Result<OutcomeRecord>> {
+        let deciders: Vec<_> = jobs
+            .iter()
+            .map(|job| {
+                move |record: Option<&EntityRecord>, key_record: Option<&KeyRecord>| {
+                    job.decide(record, key_record, self.key_retention_ms)
+                }
+            })
+            .collect();
+        let requests: Vec<StoreRequest<'_>> = jobs
+            .iter()
+            .zip(&deciders)
+            .map(|(job, decide)| StoreRequest {
+                machine: job.runtime.rules.name(),
+                id: &job.id,
+                key: job.key(),
+                decide,
+            })
+            .collect();
         self.group.begin();
-        let result = runtime.store.execute(id, key, decide_with);
+        let result = self.store.execute(&requests);
         let ticket = self.group.committed();
-        let decision = result?;
-        if self.durability == Durability::Immediate {
-            self.group.wait_durable(ticket, || self.store.sync())?;
+        let decisions = match result {
+            Ok(decisions) => decisions,
+            Err(error) => return repeat_error(&error, jobs.len()),
+        };
+        let wrote = decisions.iter().any(|decision| {
+            matches!(
+                decision,
+                Ok(Decision::Apply(_)) | Ok(Decision::NoOp { key_record: Some(_), .. })
+            )
+        });
+        if wrote && self.durability == Durability::Immediate {
+            if let Err(error) = self.group.wait_durable(ticket, || self.store.sync()) {
+                return repeat_error(&error, jobs.len());
+            }
         }
-        Ok(decision.into_outcome())
+        decisions
+            .into_iter()
+            .map(|decision| decision.map(Decision::into_outcome))
+            .collect()
+    }
+
+    /// Runs one job: through the batching writer when it is on, else alone.
+    fn run(&self, job: Job) -> Result<OutcomeRecord> {
+        match &self.batcher {
+            Some(batcher) => batcher.submit(job, |jobs| self.execute(&jobs)),
+            None => self
+                .execute(std::slice::from_ref(&job))
+                .pop()
+                .unwrap_or_else(|| Err(Error::storage("running a request", std::io::Error::other("no result")))),
+        }
     }
 
     pub(crate) fn apply(
         &self,
-        runtime: &MachineRuntime,
+        runtime: &Arc<MachineRuntime>,
         id: &str,
-        request: &RequestSpec,
+        request: RequestSpec,
     ) -> Result<OutcomeRecord> {
-        check_request(&runtime.rules, &self.limits, id, request)?;
-        let fingerprint = Fingerprint::of(id, request);
-        let guards = runtime
-            .guards
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let guard = |input: &NamedGuardInput<'_>| guards.check(input);
-        let now = now_ms();
-        let decide_with = |record: Option<&EntityRecord>, key_record: Option<&KeyRecord>| {
-            decide(&DecisionInput {
-                rules: &runtime.rules,
-                id,
-                record,
-                key_record,
+        check_request(&runtime.rules, &self.limits, id, &request)?;
+        let job = Job {
+            runtime: runtime.clone(),
+            id: id.to_owned(),
+            now: now_ms(),
+            kind: JobKind::Apply {
+                fingerprint: Fingerprint::of(id, &request),
                 request,
-                fingerprint,
-                now,
-                key_retention_ms: self.key_retention_ms,
-                guard: &guard,
-            })
+            },
         };
         // Read-only fast path: a replay, a no-op without a key to store, or an
         // error is decided from two plain reads and writes nothing. It is
-        // taken only when the key (if any) is live: the key record is then
-        // immutable, so the answer is the one the atomic step would give.
-        let key = request.key.as_deref();
+        // taken only when the request has no key or its key is live: a live
+        // key record never changes, so the answer is the one the atomic step
+        // would give.
+        let key = job.key();
         let (record, key_record) = runtime.store.peek(id, key)?;
         let key_is_live = key_record
             .as_ref()
-            .is_some_and(|seen| seen.expires_at > now);
+            .is_some_and(|seen| seen.expires_at > job.now);
         if key.is_none() || key_is_live {
-            match decide_with(record.as_ref(), key_record.as_ref()) {
+            match job.decide(record.as_ref(), key_record.as_ref(), self.key_retention_ms) {
                 Ok(Decision::Replay(outcome))
                 | Ok(Decision::NoOp {
                     outcome,
@@ -456,33 +510,113 @@ impl EngineInner {
                 Ok(_) => {}
             }
         }
-        self.commit(runtime, id, key, &decide_with)
+        self.run(job)
     }
 
     pub(crate) fn create(
         &self,
-        runtime: &MachineRuntime,
+        runtime: &Arc<MachineRuntime>,
         id: &str,
-        create: &CreateSpec,
+        create: CreateSpec,
     ) -> Result<OutcomeRecord> {
-        let spec = RequestSpec {
-            target: crate::request::Target::To(runtime.rules.def().initial.clone().into()),
-            key: None,
-            expected_version: None,
-            payload: create.payload.clone(),
-            actor: create.actor.clone(),
-        };
-        self.limits.check_request(id, &spec)?;
-        let now = now_ms();
-        let decide_with = |record: Option<&EntityRecord>, _: Option<&KeyRecord>| {
-            Ok(decide_create(&runtime.rules, id, record, create, now))
+        self.limits.check_id(id)?;
+        self.limits.check_request(
+            id,
+            &RequestSpec {
+                target: crate::request::Target::To(runtime.rules.def().initial.clone().into()),
+                key: None,
+                expected_version: None,
+                payload: create.payload.clone(),
+                actor: create.actor.clone(),
+            },
+        )?;
+        let job = Job {
+            runtime: runtime.clone(),
+            id: id.to_owned(),
+            now: now_ms(),
+            kind: JobKind::Create(create),
         };
         if let Some(record) = runtime.store.get(id)? {
-            let outcome = decide_create(&runtime.rules, id, Some(&record), create, now);
+            let outcome = job.decide(Some(&record), None, self.key_retention_ms)?;
             self.settle_read()?;
             return Ok(outcome.into_outcome());
         }
-        self.commit(runtime, id, None, &decide_with)
+        self.run(job)
+    }
+}
+
+/// The same storage error for every job of a failed batch.
+fn repeat_error(error: &Error, count: usize) -> Vec<Result<OutcomeRecord>> {
+    (0..count)
+        .map(|_| {
+            Err(match error {
+                Error::Storage { context, source } => Error::storage(
+                    context.clone(),
+                    std::io::Error::new(source.kind(), source.to_string()),
+                ),
+                other => Error::storage("committing requests", std::io::Error::other(other.to_string())),
+            })
+        })
+        .collect()
+}
+
+/// One request, owned, ready to be decided inside an atomic step.
+pub(crate) struct Job {
+    runtime: Arc<MachineRuntime>,
+    id: String,
+    now: u64,
+    kind: JobKind,
+}
+
+enum JobKind {
+    Apply {
+        request: RequestSpec,
+        fingerprint: Fingerprint,
+    },
+    Create(CreateSpec),
+}
+
+impl Job {
+    fn key(&self) -> Option<&str> {
+        match &self.kind {
+            JobKind::Apply { request, .. } => request.key.as_deref(),
+            JobKind::Create(_) => None,
+        }
+    }
+
+    /// The pure decision for this job over the loaded records.
+    fn decide(
+        &self,
+        record: Option<&EntityRecord>,
+        key_record: Option<&KeyRecord>,
+        key_retention_ms: u64,
+    ) -> Result<Decision> {
+        let rules = &self.runtime.rules;
+        match &self.kind {
+            JobKind::Create(create) => Ok(decide_create(rules, &self.id, record, create, self.now)),
+            JobKind::Apply {
+                request,
+                fingerprint,
+            } => {
+                let guards = self
+                    .runtime
+                    .guards
+                    .read()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let guard = |input: &NamedGuardInput<'_>| guards.check(input);
+                decide(&DecisionInput {
+                    rules,
+                    id: &self.id,
+                    record,
+                    key_record,
+                    request,
+                    fingerprint: *fingerprint,
+                    now: self.now,
+                    key_retention_ms,
+                    guard: &guard,
+                })
+            }
+        }
     }
 }
 
@@ -530,11 +664,10 @@ impl<M: StateMachine> Machine<M> {
         payload: Option<Value>,
         actor: Option<String>,
     ) -> Result<Outcome<M>> {
-        let record = self.engine.inner.create(
-            &self.runtime,
-            id,
-            &CreateSpec { payload, actor },
-        )?;
+        let record = self
+            .engine
+            .inner
+            .create(&self.runtime, id, CreateSpec { payload, actor })?;
         Outcome::from_record(record)
     }
 
@@ -570,7 +703,7 @@ impl<M: StateMachine> Machine<M> {
     /// # Ok::<(), idemflow::Error>(())
     /// ```
     pub fn apply(&self, id: &str, request: Request<M>) -> Result<Outcome<M>> {
-        let record = self.engine.inner.apply(&self.runtime, id, &request.spec)?;
+        let record = self.engine.inner.apply(&self.runtime, id, request.spec)?;
         Outcome::from_record(record)
     }
 
@@ -729,7 +862,7 @@ impl NamedMachine {
     pub fn create(&self, id: &str) -> Result<OutcomeRecord> {
         self.engine
             .inner
-            .create(&self.runtime, id, &CreateSpec::default())
+            .create(&self.runtime, id, CreateSpec::default())
     }
 
     /// Creates entity `id` recording a payload and an actor.
@@ -741,13 +874,13 @@ impl NamedMachine {
     ) -> Result<OutcomeRecord> {
         self.engine
             .inner
-            .create(&self.runtime, id, &CreateSpec { payload, actor })
+            .create(&self.runtime, id, CreateSpec { payload, actor })
     }
 
     /// Runs a request given by names. An unknown state or event name is
     /// [`Error::InvalidInput`].
     pub fn apply(&self, id: &str, request: NamedRequest) -> Result<OutcomeRecord> {
-        self.engine.inner.apply(&self.runtime, id, &request.spec)
+        self.engine.inner.apply(&self.runtime, id, request.spec)
     }
 
     /// The entity's stored record, if it exists.

@@ -20,8 +20,26 @@ use crate::outcome::{EntityRecord, HistoryRecord, OutboxEvent};
 pub(crate) type DecideFn<'a> =
     &'a dyn Fn(Option<&EntityRecord>, Option<&KeyRecord>) -> Result<Decision>;
 
+/// One request as a backend sees it: where it goes and how to decide it.
+pub(crate) struct StoreRequest<'a> {
+    /// The machine's name.
+    pub(crate) machine: &'a str,
+    /// The entity id.
+    pub(crate) id: &'a str,
+    /// The idempotency key, if any.
+    pub(crate) key: Option<&'a str>,
+    /// The pure decision over the loaded record and key record.
+    pub(crate) decide: DecideFn<'a>,
+}
+
 /// A database: machine definitions, per-machine stores and the outbox.
 pub(crate) trait Store: Send + Sync {
+    /// Runs requests in order in ONE atomic step: each is decided against the
+    /// state as the earlier ones left it, and what its decision says is
+    /// written. A request whose decision is an error writes nothing and does
+    /// not fail the others; only a storage failure fails them all.
+    fn execute(&self, requests: &[StoreRequest<'_>]) -> Result<Vec<Result<Decision>>>;
+
     /// Every stored machine definition.
     fn definitions(&self) -> Result<Vec<MachineDef>>;
 
@@ -61,10 +79,6 @@ pub(crate) trait OutboxWatcher: Send {
 
 /// One machine's entities, history, state index and idempotency keys.
 pub(crate) trait MachineStore: Send + Sync {
-    /// Runs one request atomically: loads the record of `id` and the record
-    /// of `key`, calls `decide`, writes what it says; returns the decision.
-    fn execute(&self, id: &str, key: Option<&str>, decide: DecideFn<'_>) -> Result<Decision>;
-
     /// Reads the record of `id` and the record of `key` without a transaction
     /// (each read is atomic on its own).
     fn peek(&self, id: &str, key: Option<&str>) -> Result<(Option<EntityRecord>, Option<KeyRecord>)>;

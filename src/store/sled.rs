@@ -19,7 +19,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 use super::codec::{self, decode_at};
-use super::{DecideFn, MachineStore, OutboxWatcher, Store};
+use super::{MachineStore, OutboxWatcher, Store, StoreRequest};
 use crate::decide::{Decision, KeyRecord};
 use crate::error::{Error, Result};
 use crate::machine::MachineDef;
@@ -154,41 +154,47 @@ impl Store for SledStore {
     }
 
     fn machine(&self, machine: &str) -> Result<Arc<dyn MachineStore>> {
-        if let Some(store) = self
-            .machines
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(machine)
-        {
-            return Ok(store.clone());
+        Ok(self.sled_machine(machine)?)
+    }
+
+    fn execute(&self, requests: &[StoreRequest<'_>]) -> Result<Vec<Result<Decision>>> {
+        // The trees of every machine in the batch: the outbox, then four per machine.
+        let mut machines: Vec<Arc<SledMachine>> = Vec::new();
+        let mut machine_of = Vec::with_capacity(requests.len());
+        for request in requests {
+            let index = match machines.iter().position(|m| m.machine == request.machine) {
+                Some(index) => index,
+                None => {
+                    machines.push(self.sled_machine(request.machine)?);
+                    machines.len() - 1
+                }
+            };
+            machine_of.push(index);
         }
-        let mut machines = self
-            .machines
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(store) = machines.get(machine) {
-            return Ok(store.clone());
+        let mut trees: Vec<&sled::Tree> = Vec::with_capacity(1 + 4 * machines.len());
+        trees.push(&self.outbox);
+        for machine in &machines {
+            trees.extend([&machine.entities, &machine.history, &machine.by_state, &machine.keys]);
         }
-        let open = |concern: &str| {
-            let name = format!("{concern}/{machine}");
-            self.db
-                .open_tree(name.as_bytes())
-                .map_err(|error| Error::storage(format!("opening tree {name}"), error))
-        };
-        let store = Arc::new(SledMachine {
-            machine: machine.to_owned(),
-            entities_name: format!("entities/{machine}"),
-            history_name: format!("history/{machine}"),
-            by_state_name: format!("by_state/{machine}"),
-            keys_name: format!("keys/{machine}"),
-            entities: open("entities")?,
-            history: open("history")?,
-            by_state: open("by_state")?,
-            keys: open("keys")?,
-            outbox: self.outbox.clone(),
+        let result = trees.as_slice().transaction(|views: &Vec<TransactionalTree>| {
+            let mut decisions = Vec::with_capacity(requests.len());
+            for (request, &index) in requests.iter().zip(&machine_of) {
+                let base = 1 + 4 * index;
+                let trees = MachineViews {
+                    entities: &views[base],
+                    history: &views[base + 1],
+                    by_state: &views[base + 2],
+                    keys: &views[base + 3],
+                    outbox: &views[0],
+                };
+                decisions.push(machines[index].run(&trees, request)?);
+            }
+            Ok::<_, ConflictableTransactionError<Error>>(decisions)
         });
-        machines.insert(machine.to_owned(), store.clone());
-        Ok(store)
+        result.map_err(|error| match error {
+            TransactionError::Abort(error) => error,
+            TransactionError::Storage(error) => Error::storage("committing requests", error),
+        })
     }
 
     fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEvent>> {
@@ -240,6 +246,45 @@ impl Store for SledStore {
     }
 }
 
+impl SledStore {
+    fn sled_machine(&self, machine: &str) -> Result<Arc<SledMachine>> {
+        if let Some(store) = self
+            .machines
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(machine)
+        {
+            return Ok(store.clone());
+        }
+        let mut machines = self
+            .machines
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(store) = machines.get(machine) {
+            return Ok(store.clone());
+        }
+        let open = |concern: &str| {
+            let name = format!("{concern}/{machine}");
+            self.db
+                .open_tree(name.as_bytes())
+                .map_err(|error| Error::storage(format!("opening tree {name}"), error))
+        };
+        let store = Arc::new(SledMachine {
+            machine: machine.to_owned(),
+            entities_name: format!("entities/{machine}"),
+            history_name: format!("history/{machine}"),
+            by_state_name: format!("by_state/{machine}"),
+            keys_name: format!("keys/{machine}"),
+            entities: open("entities")?,
+            history: open("history")?,
+            by_state: open("by_state")?,
+            keys: open("keys")?,
+        });
+        machines.insert(machine.to_owned(), store.clone());
+        Ok(store)
+    }
+}
+
 fn decode_definition(key: &[u8], value: &[u8]) -> Result<MachineDef> {
     decode_at(META, key, || {
         let mut reader = codec::Reader::value(value)?;
@@ -278,10 +323,7 @@ pub(crate) struct SledMachine {
     history: sled::Tree,
     by_state: sled::Tree,
     keys: sled::Tree,
-    outbox: sled::Tree,
 }
-
-type Abort = ConflictableTransactionError<Error>;
 
 impl SledMachine {
     fn decode_record(&self, id: &[u8], value: &[u8]) -> Result<EntityRecord> {
@@ -292,80 +334,89 @@ impl SledMachine {
         decode_at(&self.keys_name, key, || codec::decode_key_record(value))
     }
 
-    /// Writes an applied change through the transaction's trees.
-    fn write_applied(
+    /// Loads, decides and writes one request inside a transaction. A failed
+    /// decision (or an undecodable record) is that request's error; only a
+    /// sled failure or conflict aborts the transaction.
+    fn run(
         &self,
-        trees: &(TransactionalTree, TransactionalTree, TransactionalTree, TransactionalTree, TransactionalTree),
-        id: &str,
-        key: Option<&str>,
-        applied: &crate::decide::Applied,
-    ) -> std::result::Result<(), sled::transaction::UnabortableTransactionError> {
-        let (entities, history, by_state, keys, outbox) = trees;
-        let version = applied.record.version;
-        let change = codec::encode_change(&applied.history);
-        entities.insert(id.as_bytes(), codec::encode_entity(&applied.record))?;
-        history.insert(codec::history_key(id, version), change.as_slice())?;
-        if let Some(previous) = &applied.previous_state {
-            by_state.remove(codec::state_key(previous, id))?;
+        trees: &MachineViews<'_>,
+        request: &StoreRequest<'_>,
+    ) -> std::result::Result<Result<Decision>, ConflictableTransactionError<Error>> {
+        let id = request.id;
+        let record = match trees.entities.get(id.as_bytes())? {
+            Some(value) => match self.decode_record(id.as_bytes(), &value) {
+                Ok(record) => Some(record),
+                Err(error) => return Ok(Err(error)),
+            },
+            None => None,
+        };
+        let key_record = match request.key {
+            Some(key) => match trees.keys.get(key.as_bytes())? {
+                Some(value) => match self.decode_key_record(key.as_bytes(), &value) {
+                    Ok(record) => Some(record),
+                    Err(error) => return Ok(Err(error)),
+                },
+                None => None,
+            },
+            None => None,
+        };
+        let decision = match (request.decide)(record.as_ref(), key_record.as_ref()) {
+            Ok(decision) => decision,
+            Err(error) => return Ok(Err(error)),
+        };
+        match &decision {
+            Decision::Replay(_) | Decision::NoOp { key_record: None, .. } => {}
+            Decision::NoOp {
+                key_record: Some(record),
+                ..
+            } => {
+                if let Some(key) = request.key {
+                    trees
+                        .keys
+                        .insert(key.as_bytes(), codec::encode_key_record(record))?;
+                }
+            }
+            Decision::Apply(applied) => {
+                let version = applied.record.version;
+                let change = codec::encode_change(&applied.history);
+                trees
+                    .entities
+                    .insert(id.as_bytes(), codec::encode_entity(&applied.record))?;
+                trees
+                    .history
+                    .insert(codec::history_key(id, version), change.as_slice())?;
+                if let Some(previous) = &applied.previous_state {
+                    trees.by_state.remove(codec::state_key(previous, id))?;
+                }
+                trees.by_state.insert(
+                    codec::state_key(&applied.record.state, id),
+                    codec::marker(),
+                )?;
+                if let (Some(key), Some(record)) = (request.key, &applied.key_record) {
+                    trees
+                        .keys
+                        .insert(key.as_bytes(), codec::encode_key_record(record))?;
+                }
+                trees.outbox.insert(
+                    codec::outbox_key(&self.machine, id, version, applied.history.at),
+                    change,
+                )?;
+            }
         }
-        by_state.insert(codec::state_key(&applied.record.state, id), codec::marker())?;
-        if let (Some(key), Some(record)) = (key, &applied.key_record) {
-            keys.insert(key.as_bytes(), codec::encode_key_record(record))?;
-        }
-        outbox.insert(
-            codec::outbox_key(&self.machine, id, version, applied.history.at),
-            change,
-        )?;
-        Ok(())
+        Ok(Ok(decision))
     }
 }
 
-impl MachineStore for SledMachine {
-    fn execute(&self, id: &str, key: Option<&str>, decide: DecideFn<'_>) -> Result<Decision> {
-        let trees = (&self.entities, &self.history, &self.by_state, &self.keys, &self.outbox);
-        let result = trees.transaction(|views| {
-            let (entities, _, _, keys, _) = views;
-            let record = match entities.get(id.as_bytes())? {
-                Some(value) => Some(
-                    self.decode_record(id.as_bytes(), &value)
-                        .map_err(Abort::Abort)?,
-                ),
-                None => None,
-            };
-            let key_record = match key {
-                Some(key) => match keys.get(key.as_bytes())? {
-                    Some(value) => Some(
-                        self.decode_key_record(key.as_bytes(), &value)
-                            .map_err(Abort::Abort)?,
-                    ),
-                    None => None,
-                },
-                None => None,
-            };
-            let decision = decide(record.as_ref(), key_record.as_ref()).map_err(Abort::Abort)?;
-            match &decision {
-                Decision::Replay(_) | Decision::NoOp { key_record: None, .. } => {}
-                Decision::NoOp {
-                    key_record: Some(record),
-                    ..
-                } => {
-                    if let Some(key) = key {
-                        keys.insert(key.as_bytes(), codec::encode_key_record(record))?;
-                    }
-                }
-                Decision::Apply(applied) => self.write_applied(views, id, key, applied)?,
-            }
-            Ok(decision)
-        });
-        result.map_err(|error| match error {
-            TransactionError::Abort(error) => error,
-            TransactionError::Storage(error) => Error::storage(
-                format!("committing a request on {} {id:?}", self.machine),
-                error,
-            ),
-        })
-    }
+/// The transactional views of one machine's trees (and the shared outbox).
+struct MachineViews<'a> {
+    entities: &'a TransactionalTree,
+    history: &'a TransactionalTree,
+    by_state: &'a TransactionalTree,
+    keys: &'a TransactionalTree,
+    outbox: &'a TransactionalTree,
+}
 
+impl MachineStore for SledMachine {
     fn peek(&self, id: &str, key: Option<&str>) -> Result<(Option<EntityRecord>, Option<KeyRecord>)> {
         let key_record = match key {
             Some(key) => match self
