@@ -81,7 +81,7 @@ impl MachineGraph {
 /// // One entity's history, oldest first: its edges in bold, its current state filled.
 /// let path = vec!["closed".to_owned(), "open".to_owned()];
 /// let trail = def.to_dot_with(&DotOptions { highlight_path: path, ..DotOptions::default() });
-/// assert!(trail.contains(r#""closed" -> "open" [label="open", color="#1f6feb""#));
+/// assert!(trail.contains(r##""closed" -> "open" [label="open", color="#1f6feb""##));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DotOptions {

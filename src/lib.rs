@@ -103,6 +103,7 @@ mod store;
 pub use decide::NamedGuardInput;
 pub use durability::Durability;
 pub use engine::{Engine, EngineBuilder, Machine, NamedMachine};
+pub use graph::DotOptions;
 pub use error::{Error, InputField, MissingState, Result};
 pub use guard::GuardInput;
 pub use machine::{MachineDef, MachineEvent, StateDef, StateMachine, Transition, TransitionDef};
