@@ -126,7 +126,9 @@ impl<J> Drop for Leadership<'_, J> {
 fn batch_lost() -> Error {
     Error::storage(
         "running a batch of requests",
-        std::io::Error::other("the batch was interrupted (a guard panicked); nothing of it was committed"),
+        std::io::Error::other(
+            "the batch was interrupted (a guard panicked); nothing of it was committed",
+        ),
     )
 }
 
@@ -193,7 +195,9 @@ mod tests {
             batcher.submit(1u64, |_| panic!("guard panicked"))
         }));
         assert!(panicked.is_err());
-        let result = batcher.submit(2u64, |jobs| jobs.into_iter().map(|j| Ok(outcome(j))).collect());
+        let result = batcher.submit(2u64, |jobs| {
+            jobs.into_iter().map(|j| Ok(outcome(j))).collect()
+        });
         assert_eq!(result.unwrap().version, 2);
     }
 }

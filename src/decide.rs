@@ -142,7 +142,8 @@ pub struct NamedGuardInput<'a> {
 }
 
 /// The guards that apply to a request: `Err(reason)` rejects it.
-pub(crate) type GuardCheck<'a> = &'a dyn Fn(&NamedGuardInput<'_>) -> std::result::Result<(), String>;
+pub(crate) type GuardCheck<'a> =
+    &'a dyn Fn(&NamedGuardInput<'_>) -> std::result::Result<(), String>;
 
 /// A guard check that allows everything.
 #[cfg(test)]
@@ -249,7 +250,6 @@ pub(crate) fn decide(input: &DecisionInput<'_>) -> Result<Decision> {
             }
             None => {
                 return Err(Error::InvalidTransition {
-                    machine: rules.name().to_owned(),
                     id: input.id.to_owned(),
                     from: record.state.clone(),
                     to: None,
@@ -294,7 +294,6 @@ pub(crate) fn decide(input: &DecisionInput<'_>) -> Result<Decision> {
     let to_name = rules.state_name(target);
     let Some(declared_events) = rules.allowed.get(&(current, target)) else {
         return Err(Error::InvalidTransition {
-            machine: rules.name().to_owned(),
             id: input.id.to_owned(),
             from: record.state.clone(),
             to: Some(to_name.to_owned()),
@@ -313,7 +312,6 @@ pub(crate) fn decide(input: &DecisionInput<'_>) -> Result<Decision> {
     };
     if let Err(reason) = (input.guard)(&guard_input) {
         return Err(Error::GuardRejected {
-            machine: rules.name().to_owned(),
             id: input.id.to_owned(),
             from: record.state.clone(),
             to: to_name.to_owned(),
@@ -508,15 +506,24 @@ mod tests {
         let limits = Limits::default();
         assert!(matches!(
             check_request(&rules, &limits, "o-1", &to("lost")),
-            Err(Error::InvalidInput { field: InputField::State, .. })
+            Err(Error::InvalidInput {
+                field: InputField::State,
+                ..
+            })
         ));
         assert!(matches!(
             check_request(&rules, &limits, "o-1", &fire("teleport")),
-            Err(Error::InvalidInput { field: InputField::Event, .. })
+            Err(Error::InvalidInput {
+                field: InputField::Event,
+                ..
+            })
         ));
         assert!(matches!(
             check_request(&rules, &limits, "", &to("paid")),
-            Err(Error::InvalidInput { field: InputField::Id, .. })
+            Err(Error::InvalidInput {
+                field: InputField::Id,
+                ..
+            })
         ));
         assert!(check_request(&rules, &limits, "o-1", &fire("pay")).is_ok());
     }
@@ -530,7 +537,10 @@ mod tests {
         let Decision::Apply(applied) = first else {
             panic!("expected an applied change")
         };
-        let stored = applied.key_record.clone().expect("keyed request stores its key");
+        let stored = applied
+            .key_record
+            .clone()
+            .expect("keyed request stores its key");
         assert_eq!(stored.expires_at, 1100);
         let again = run(&rules, Some(&record("paid", 3)), Some(&stored), &request).unwrap();
         let mut expected = applied.outcome.clone();
@@ -558,7 +568,9 @@ mod tests {
             },
         };
         let error = run(&rules, Some(&record("draft", 1)), Some(&stored), &request).unwrap_err();
-        assert!(matches!(error, Error::KeyReused { ref key, ref original_id, .. } if key == "k" && original_id == "other"));
+        assert!(
+            matches!(error, Error::KeyReused { ref key, ref original_id, .. } if key == "k" && original_id == "other")
+        );
         let expired = KeyRecord {
             expires_at: 100,
             ..stored
@@ -590,7 +602,9 @@ mod tests {
         assert!(matches!(decision, Decision::NoOp { .. }));
         // Shipped: pay is neither declared from here nor leads here.
         let error = run(&rules, Some(&record("shipped", 4)), None, &fire("pay")).unwrap_err();
-        assert!(matches!(error, Error::InvalidTransition { ref from, to: None, ref event, .. } if from == "shipped" && event.as_deref() == Some("pay")));
+        assert!(
+            matches!(error, Error::InvalidTransition { ref from, to: None, ref event, .. } if from == "shipped" && event.as_deref() == Some("pay"))
+        );
     }
 
     #[test]
@@ -634,7 +648,9 @@ mod tests {
     fn step7_undeclared_transition_is_invalid() {
         let rules = order();
         let error = run(&rules, Some(&record("draft", 1)), None, &to("shipped")).unwrap_err();
-        assert!(matches!(error, Error::InvalidTransition { ref from, ref to, .. } if from == "draft" && to.as_deref() == Some("shipped")));
+        assert!(
+            matches!(error, Error::InvalidTransition { ref from, ref to, .. } if from == "draft" && to.as_deref() == Some("shipped"))
+        );
     }
 
     #[test]
@@ -661,7 +677,9 @@ mod tests {
             guard: &guard,
         })
         .unwrap_err();
-        assert!(matches!(error, Error::GuardRejected { ref reason, ref to, .. } if reason == "nothing to charge for o-1" && to == "paid"));
+        assert!(
+            matches!(error, Error::GuardRejected { ref reason, ref to, .. } if reason == "nothing to charge for o-1" && to == "paid")
+        );
     }
 
     #[test]
@@ -691,9 +709,14 @@ mod tests {
         let Decision::Apply(applied) = decision else {
             panic!("expected a creation")
         };
-        assert_eq!((applied.record.state.as_str(), applied.record.version), ("draft", 1));
+        assert_eq!(
+            (applied.record.state.as_str(), applied.record.version),
+            ("draft", 1)
+        );
         let existing = record("paid", 3);
         let decision = decide_create(&rules, "o-1", Some(&existing), &CreateSpec::default(), 7);
-        assert!(matches!(decision, Decision::NoOp { ref outcome, .. } if outcome.state == "paid" && outcome.version == 3 && !outcome.applied));
+        assert!(
+            matches!(decision, Decision::NoOp { ref outcome, .. } if outcome.state == "paid" && outcome.version == 3 && !outcome.applied)
+        );
     }
 }

@@ -172,7 +172,10 @@ mod tests {
         group.begin();
         let ticket = group.committed();
         let error = group.wait_durable(ticket, || {
-            Err(crate::Error::storage("test", std::io::Error::other("disk gone")))
+            Err(crate::Error::storage(
+                "test",
+                std::io::Error::other("disk gone"),
+            ))
         });
         assert!(error.is_err());
         assert!(group.wait_durable(ticket, || Ok(())).is_ok());

@@ -8,28 +8,28 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+use crate::batch::Batcher;
 use crate::decide::{
     check_request, decide, decide_create, CreateSpec, Decision, DecisionInput, KeyRecord,
     MachineRules, NamedGuardInput,
 };
 use crate::durability::{Durability, GroupCommit};
 use crate::error::{Error, InputField, MissingState, Result};
-use crate::guard::{GuardInput, Guards, GuardScope};
+use crate::guard::{GuardInput, GuardScope, Guards};
 use crate::machine::{MachineDef, MachineEvent, StateMachine};
 use crate::outbox::Outbox;
-use crate::outcome::{
-    Entity, EntityRecord, HistoryEntry, HistoryRecord, Outcome, OutcomeRecord,
-};
+use crate::outcome::{Entity, EntityRecord, HistoryEntry, HistoryRecord, Outcome, OutcomeRecord};
 use crate::request::{Fingerprint, Limits, NamedRequest, Request, RequestSpec};
 use crate::store::sled::{SledOptions, SledStore};
-use crate::batch::Batcher;
 use crate::store::{MachineStore, Store, StoreRequest};
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// Options of an [`Engine`]; every one has a sane default.
@@ -310,7 +310,11 @@ impl Engine {
         let now = now_ms();
         let mut purged = 0;
         for def in self.inner.store.definitions()? {
-            purged += self.inner.store.machine(&def.name)?.purge_expired_keys(now)?;
+            purged += self
+                .inner
+                .store
+                .machine(&def.name)?
+                .purge_expired_keys(now)?;
         }
         Ok(purged)
     }
@@ -331,7 +335,9 @@ impl Engine {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl EngineInner {
@@ -445,7 +451,11 @@ impl EngineInner {
         let wrote = decisions.iter().any(|decision| {
             matches!(
                 decision,
-                Ok(Decision::Apply(_)) | Ok(Decision::NoOp { key_record: Some(_), .. })
+                Ok(Decision::Apply(_))
+                    | Ok(Decision::NoOp {
+                        key_record: Some(_),
+                        ..
+                    })
             )
         });
         if wrote && self.durability == Durability::Immediate {
@@ -466,7 +476,12 @@ impl EngineInner {
             None => self
                 .execute(std::slice::from_ref(&job))
                 .pop()
-                .unwrap_or_else(|| Err(Error::storage("running a request", std::io::Error::other("no result")))),
+                .unwrap_or_else(|| {
+                    Err(Error::storage(
+                        "running a request",
+                        std::io::Error::other("no result"),
+                    ))
+                }),
         }
     }
 
@@ -554,7 +569,10 @@ fn repeat_error(error: &Error, count: usize) -> Vec<Result<OutcomeRecord>> {
                     context.clone(),
                     std::io::Error::new(source.kind(), source.to_string()),
                 ),
-                other => Error::storage("committing requests", std::io::Error::other(other.to_string())),
+                other => Error::storage(
+                    "committing requests",
+                    std::io::Error::other(other.to_string()),
+                ),
             })
         })
         .collect()
@@ -733,7 +751,12 @@ impl<M: StateMachine> Machine<M> {
 
     /// Up to `limit` ids in `state` after `after` (exclusive), in id order:
     /// pass the last id of a page to get the next one.
-    pub fn in_state_page(&self, state: M, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+    pub fn in_state_page(
+        &self,
+        state: M,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
         self.runtime.store.in_state(state.name(), after, limit)
     }
 

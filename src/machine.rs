@@ -283,7 +283,9 @@ impl MachineDef {
 
     /// Whether `from -> to` is declared (by any event).
     pub fn allows(&self, from: &str, to: &str) -> bool {
-        self.transitions.iter().any(|t| t.from == from && t.to == to)
+        self.transitions
+            .iter()
+            .any(|t| t.from == from && t.to == to)
     }
 
     /// The terminal states' names, in declaration order.
@@ -344,7 +346,10 @@ impl MachineDef {
         let mut targets: BTreeMap<(&str, &str), &str> = BTreeMap::new();
         for t in &self.transitions {
             if t.event.is_empty() {
-                problems.push(format!("a transition from {:?} has an empty event name", t.from));
+                problems.push(format!(
+                    "a transition from {:?} has an empty event name",
+                    t.from
+                ));
             }
             if !declared.contains(t.from.as_str()) {
                 problems.push(format!(

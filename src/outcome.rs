@@ -124,16 +124,8 @@ impl<M: StateMachine> Outcome<M> {
     pub fn from_record(record: OutcomeRecord) -> Result<Self> {
         Ok(Outcome {
             state: typed_state::<M>(&record.state)?,
-            from: record
-                .from
-                .as_deref()
-                .map(typed_state::<M>)
-                .transpose()?,
-            event: record
-                .event
-                .as_deref()
-                .map(typed_event::<M>)
-                .transpose()?,
+            from: record.from.as_deref().map(typed_state::<M>).transpose()?,
+            event: record.event.as_deref().map(typed_event::<M>).transpose()?,
             id: record.id,
             version: record.version,
             applied: record.applied,
@@ -233,17 +225,9 @@ impl<M: StateMachine> HistoryEntry<M> {
     pub fn from_record(record: HistoryRecord) -> Result<Self> {
         Ok(HistoryEntry {
             version: record.version,
-            from: record
-                .from
-                .as_deref()
-                .map(typed_state::<M>)
-                .transpose()?,
+            from: record.from.as_deref().map(typed_state::<M>).transpose()?,
             to: typed_state::<M>(&record.to)?,
-            event: record
-                .event
-                .as_deref()
-                .map(typed_event::<M>)
-                .transpose()?,
+            event: record.event.as_deref().map(typed_event::<M>).transpose()?,
             key: record.key,
             payload: record.payload,
             actor: record.actor,

@@ -442,33 +442,51 @@ mod tests {
         assert!(limits.check_request("o-1", &ok).is_ok());
         assert!(matches!(
             limits.check_request("", &ok),
-            Err(Error::InvalidInput { field: InputField::Id, .. })
+            Err(Error::InvalidInput {
+                field: InputField::Id,
+                ..
+            })
         ));
         assert!(matches!(
             limits.check_request(&"x".repeat(1025), &ok),
-            Err(Error::InvalidInput { field: InputField::Id, .. })
+            Err(Error::InvalidInput {
+                field: InputField::Id,
+                ..
+            })
         ));
         assert!(limits.check_request(&"x".repeat(1024), &ok).is_ok());
         let mut keyed = ok.clone();
         keyed.key = Some(String::new());
         assert!(matches!(
             limits.check_request("o-1", &keyed),
-            Err(Error::InvalidInput { field: InputField::Key, .. })
+            Err(Error::InvalidInput {
+                field: InputField::Key,
+                ..
+            })
         ));
         keyed.key = Some("k".repeat(256));
         assert!(matches!(
             limits.check_request("o-1", &keyed),
-            Err(Error::InvalidInput { field: InputField::Key, .. })
+            Err(Error::InvalidInput {
+                field: InputField::Key,
+                ..
+            })
         ));
         let mut heavy = ok.clone();
         heavy.payload = Some(json!("x".repeat(64 * 1024)));
         assert!(matches!(
             limits.check_request("o-1", &heavy),
-            Err(Error::InvalidInput { field: InputField::Payload, .. })
+            Err(Error::InvalidInput {
+                field: InputField::Payload,
+                ..
+            })
         ));
         assert!(matches!(
             limits.check_request("o-1", &spec(Target::Fire("".into()))),
-            Err(Error::InvalidInput { field: InputField::Event, .. })
+            Err(Error::InvalidInput {
+                field: InputField::Event,
+                ..
+            })
         ));
     }
 }

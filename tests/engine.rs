@@ -3,8 +3,7 @@
 use std::time::Duration;
 
 use idemflow::{
-    Durability, Engine, Error, InputField, Limits, MachineDef, NamedRequest, Request,
-    StateMachine,
+    Durability, Engine, Error, InputField, Limits, MachineDef, NamedRequest, Request, StateMachine,
 };
 use serde_json::json;
 
@@ -119,13 +118,19 @@ fn keyed_request_is_applied_once_and_replayed_after_the_entity_moved_on() {
     assert_eq!(retry.version(), first.version());
     assert_eq!(retry.from(), first.from());
     assert_eq!(retry.at(), first.at());
-    assert_eq!(orders.get("o-1").unwrap().unwrap().state, OrderState::Shipped);
+    assert_eq!(
+        orders.get("o-1").unwrap().unwrap().state,
+        OrderState::Shipped
+    );
     let history = orders.history("o-1").unwrap();
     assert_eq!(history.len(), 4);
     let pay_entry = &history[2];
     assert_eq!(pay_entry.key.as_deref(), Some("pay-1"));
     assert_eq!(pay_entry.actor.as_deref(), Some("alice"));
-    assert_eq!(pay_entry.payload, Some(json!({"amount": 4200, "currency": "EUR"})));
+    assert_eq!(
+        pay_entry.payload,
+        Some(json!({"amount": 4200, "currency": "EUR"}))
+    );
 }
 
 #[test]
@@ -155,9 +160,18 @@ fn same_key_with_another_request_is_key_reused() {
     for other in [
         ("o-2", Request::fire(OrderEvent::Submit).key("k")),
         ("o-1", Request::fire(OrderEvent::Cancel).key("k")),
-        ("o-1", Request::fire(OrderEvent::Submit).key("k").actor("bob")),
-        ("o-1", Request::fire(OrderEvent::Submit).key("k").payload(json!(1))),
-        ("o-1", Request::fire(OrderEvent::Submit).key("k").expect_version(1)),
+        (
+            "o-1",
+            Request::fire(OrderEvent::Submit).key("k").actor("bob"),
+        ),
+        (
+            "o-1",
+            Request::fire(OrderEvent::Submit).key("k").payload(json!(1)),
+        ),
+        (
+            "o-1",
+            Request::fire(OrderEvent::Submit).key("k").expect_version(1),
+        ),
         ("o-1", Request::to(OrderState::Submitted).key("k")),
     ] {
         let error = orders.apply(other.0, other.1).unwrap_err();
@@ -167,7 +181,10 @@ fn same_key_with_another_request_is_key_reused() {
                 key,
                 original_id,
             } => {
-                assert_eq!((machine.as_str(), key.as_str(), original_id.as_str()), ("order", "k", "o-1"));
+                assert_eq!(
+                    (machine.as_str(), key.as_str(), original_id.as_str()),
+                    ("order", "k", "o-1")
+                );
             }
             other => panic!("expected KeyReused, got {other:?}"),
         }
@@ -194,7 +211,9 @@ fn errors_are_never_stored_under_a_key() {
 fn missing_entity_is_not_found() {
     let orders = engine().machine::<OrderState>().unwrap();
     let error = orders.fire("nobody", OrderEvent::Submit).unwrap_err();
-    assert!(matches!(error, Error::NotFound { ref machine, ref id } if machine == "order" && id == "nobody"));
+    assert!(
+        matches!(error, Error::NotFound { ref machine, ref id } if machine == "order" && id == "nobody")
+    );
     assert!(orders.get("nobody").unwrap().is_none());
     assert!(orders.history("nobody").unwrap().is_empty());
 }
@@ -204,12 +223,16 @@ fn illegal_transitions_are_rejected_with_from_and_to() {
     let orders = engine().machine::<OrderState>().unwrap();
     orders.create("o-1").unwrap();
     let error = orders.transition("o-1", OrderState::Shipped).unwrap_err();
-    assert!(matches!(error, Error::InvalidTransition { ref from, ref to, .. } if from == "draft" && to.as_deref() == Some("shipped")));
+    assert!(
+        matches!(error, Error::InvalidTransition { ref from, ref to, .. } if from == "draft" && to.as_deref() == Some("shipped"))
+    );
     let error = orders.fire("o-1", OrderEvent::Ship).unwrap_err();
-    assert!(matches!(error, Error::InvalidTransition { ref event, .. } if event.as_deref() == Some("ship")));
+    assert!(
+        matches!(error, Error::InvalidTransition { ref event, .. } if event.as_deref() == Some("ship"))
+    );
     assert_eq!(
         error.to_string(),
-        "order \"o-1\" cannot go from \"draft\" by event \"ship\""
+        "\"o-1\" cannot go from \"draft\" by event \"ship\""
     );
     assert_eq!(orders.get("o-1").unwrap().unwrap().version, 1);
 }
@@ -260,20 +283,26 @@ fn guards_reject_with_a_reason_and_write_nothing() {
     let error = orders
         .apply("o-1", Request::fire(OrderEvent::Pay).key("pay"))
         .unwrap_err();
-    assert!(matches!(error, Error::GuardRejected { ref reason, ref from, ref to, .. }
-        if reason == "a payment needs a positive amount" && from == "submitted" && to == "paid"));
+    assert!(
+        matches!(error, Error::GuardRejected { ref reason, ref from, ref to, .. }
+        if reason == "a payment needs a positive amount" && from == "submitted" && to == "paid")
+    );
     assert_eq!(orders.get("o-1").unwrap().unwrap().version, 2);
     assert_eq!(engine.outbox().pending(100).unwrap().len(), outbox_before);
     // The key was not consumed: the fixed request goes through with a new payload.
     orders
         .apply(
             "o-1",
-            Request::fire(OrderEvent::Pay).key("pay-2").payload(json!({"amount": 10})),
+            Request::fire(OrderEvent::Pay)
+                .key("pay-2")
+                .payload(json!({"amount": 10})),
         )
         .unwrap();
     // An event guard also watches a request that names the target state.
     let error = orders.transition("o-1", OrderState::Refunded).unwrap_err();
-    assert!(matches!(error, Error::GuardRejected { ref reason, .. } if reason == "only a manager refunds"));
+    assert!(
+        matches!(error, Error::GuardRejected { ref reason, .. } if reason == "only a manager refunds")
+    );
     orders
         .apply("o-1", Request::to(OrderState::Refunded).actor("manager"))
         .unwrap();
@@ -323,7 +352,10 @@ fn input_limits_are_checked_before_anything_is_read_or_written() {
         InputField::Payload
     );
     assert_eq!(
-        field(orders.apply("12345678", Request::fire(OrderEvent::Submit).actor("123456"))),
+        field(orders.apply(
+            "12345678",
+            Request::fire(OrderEvent::Submit).actor("123456")
+        )),
         InputField::Actor
     );
     // Oversized input for an entity that does not exist is still InvalidInput, not NotFound.
@@ -343,22 +375,34 @@ fn named_handle_rejects_unknown_names_as_invalid_input() {
     named.create("o-1").unwrap();
     assert!(matches!(
         named.apply("o-1", NamedRequest::to("lost")),
-        Err(Error::InvalidInput { field: InputField::State, .. })
+        Err(Error::InvalidInput {
+            field: InputField::State,
+            ..
+        })
     ));
     assert!(matches!(
         named.apply("o-1", NamedRequest::fire("teleport")),
-        Err(Error::InvalidInput { field: InputField::Event, .. })
+        Err(Error::InvalidInput {
+            field: InputField::Event,
+            ..
+        })
     ));
     assert!(matches!(
         named.apply("o-1", NamedRequest::fire("")),
-        Err(Error::InvalidInput { field: InputField::Event, .. })
+        Err(Error::InvalidInput {
+            field: InputField::Event,
+            ..
+        })
     ));
     assert!(matches!(
         engine.machine_by_name("invoice"),
         Err(Error::UnknownMachine { ref machine }) if machine == "invoice"
     ));
     let outcome = named.apply("o-1", NamedRequest::to("submitted")).unwrap();
-    assert_eq!((outcome.state.as_str(), outcome.version, outcome.applied), ("submitted", 2, true));
+    assert_eq!(
+        (outcome.state.as_str(), outcome.version, outcome.applied),
+        ("submitted", 2, true)
+    );
 }
 
 #[test]
@@ -372,7 +416,10 @@ fn state_index_answers_in_state_and_counts() {
     }
     orders.fire("o-0", OrderEvent::Pay).unwrap();
     assert_eq!(orders.in_state(OrderState::Paid).unwrap(), vec!["o-0"]);
-    assert_eq!(orders.in_state(OrderState::Submitted).unwrap(), vec!["o-1", "o-2", "o-3"]);
+    assert_eq!(
+        orders.in_state(OrderState::Submitted).unwrap(),
+        vec!["o-1", "o-2", "o-3"]
+    );
     let counts = orders.count_by_state().unwrap();
     assert_eq!(
         counts,
@@ -402,7 +449,10 @@ fn outbox_holds_one_event_per_change_in_order_and_acks() {
     orders
         .apply(
             "o-1",
-            Request::fire(OrderEvent::Submit).key("k").payload(json!({"n": 1})).actor("al"),
+            Request::fire(OrderEvent::Submit)
+                .key("k")
+                .payload(json!({"n": 1}))
+                .actor("al"),
         )
         .unwrap();
     orders.fire("o-1", OrderEvent::Submit).unwrap(); // no-op: no event
@@ -411,9 +461,16 @@ fn outbox_holds_one_event_per_change_in_order_and_acks() {
     let events = outbox.pending(10).unwrap();
     let ids: Vec<(&str, u64)> = events.iter().map(|e| (e.id.as_str(), e.version)).collect();
     assert_eq!(ids.len(), 3);
-    let o1: Vec<u64> = events.iter().filter(|e| e.id == "o-1").map(|e| e.version).collect();
+    let o1: Vec<u64> = events
+        .iter()
+        .filter(|e| e.id == "o-1")
+        .map(|e| e.version)
+        .collect();
     assert_eq!(o1, vec![1, 2]);
-    let submit = events.iter().find(|e| e.id == "o-1" && e.version == 2).unwrap();
+    let submit = events
+        .iter()
+        .find(|e| e.id == "o-1" && e.version == 2)
+        .unwrap();
     assert_eq!(submit.machine, "order");
     assert_eq!(submit.from.as_deref(), Some("draft"));
     assert_eq!(submit.to, "submitted");
@@ -423,7 +480,11 @@ fn outbox_holds_one_event_per_change_in_order_and_acks() {
     assert_eq!(submit.actor.as_deref(), Some("al"));
     assert_eq!(outbox.pending(1).unwrap().len(), 1);
     assert_eq!(outbox.ack(&events[..2]).unwrap(), 2);
-    assert_eq!(outbox.ack(&events[..2]).unwrap(), 0, "acking twice is harmless");
+    assert_eq!(
+        outbox.ack(&events[..2]).unwrap(),
+        0,
+        "acking twice is harmless"
+    );
     assert_eq!(outbox.pending(10).unwrap(), events[2..].to_vec());
     assert_eq!(outbox.len().unwrap(), 1);
 }
@@ -448,7 +509,9 @@ fn subscription_feeds_new_events() {
     writer.join().unwrap();
     assert_eq!((first.id.as_str(), first.version), ("o-1", 1));
     assert_eq!((second.version, second.to.as_str()), (2, "submitted"));
-    assert!(subscription.next_timeout(Duration::from_millis(50)).is_none());
+    assert!(subscription
+        .next_timeout(Duration::from_millis(50))
+        .is_none());
 }
 
 #[test]
@@ -544,7 +607,10 @@ fn changed_definition_is_accepted_unless_it_drops_a_state_with_entities() {
         Error::DefinitionMismatch { machine, missing } => {
             assert_eq!(machine, "ticket");
             assert_eq!(missing.len(), 1);
-            assert_eq!((missing[0].state.as_str(), missing[0].entities), ("waiting", 2));
+            assert_eq!(
+                (missing[0].state.as_str(), missing[0].entities),
+                ("waiting", 2)
+            );
         }
         other => panic!("expected DefinitionMismatch, got {other:?}"),
     }
@@ -563,7 +629,9 @@ fn changed_definition_is_accepted_unless_it_drops_a_state_with_entities() {
         .transition("open", "close", "closed");
     let tickets = engine.register(v2.clone()).unwrap();
     assert_eq!(engine.machine_by_name("ticket").unwrap().definition(), &v2);
-    tickets.apply("t-1", NamedRequest::fire("escalate")).unwrap();
+    tickets
+        .apply("t-1", NamedRequest::fire("escalate"))
+        .unwrap();
     tickets.apply("t-2", NamedRequest::fire("close")).unwrap();
     tickets.apply("t-1", NamedRequest::fire("close")).unwrap();
     // Once no entity waits, dropping the state is accepted.

@@ -442,8 +442,14 @@ mod tests {
         assert_eq!(key_record_expiry(&encoded).unwrap(), 99);
         let key = outbox_key("order", "o-1", 7, change.at);
         let event = decode_outbox(&key, &encode_change(&change)).unwrap();
-        assert_eq!((event.machine.as_str(), event.id.as_str(), event.version), ("order", "o-1", 7));
-        assert_eq!(decode_history_key(&history_key("o-1", 7)).unwrap(), ("o-1".into(), 7));
+        assert_eq!(
+            (event.machine.as_str(), event.id.as_str(), event.version),
+            ("order", "o-1", 7)
+        );
+        assert_eq!(
+            decode_history_key(&history_key("o-1", 7)).unwrap(),
+            ("o-1".into(), 7)
+        );
     }
 
     #[test]
@@ -455,7 +461,10 @@ mod tests {
             let _ = decode_change(7, &value[..length]);
         }
         for length in 0..value.len() - 40 {
-            assert!(decode_change(7, &value[..length]).is_err(), "length {length}");
+            assert!(
+                decode_change(7, &value[..length]).is_err(),
+                "length {length}"
+            );
         }
         let mut wrong_version = value.clone();
         wrong_version[0] = 9;
@@ -463,13 +472,16 @@ mod tests {
             .unwrap_err()
             .contains("format version 9"));
         assert!(decode_entity(b"x", &[]).is_err());
-        assert!(decode_entity(&[0xff], &encode_entity(&EntityRecord {
-            id: String::new(),
-            state: "a".into(),
-            version: 1,
-            created_at: 0,
-            updated_at: 0,
-        }))
+        assert!(decode_entity(
+            &[0xff],
+            &encode_entity(&EntityRecord {
+                id: String::new(),
+                state: "a".into(),
+                version: 1,
+                created_at: 0,
+                updated_at: 0,
+            })
+        )
         .is_err());
     }
 

@@ -81,7 +81,11 @@ pub(crate) trait OutboxWatcher: Send {
 pub(crate) trait MachineStore: Send + Sync {
     /// Reads the record of `id` and the record of `key` without a transaction
     /// (each read is atomic on its own).
-    fn peek(&self, id: &str, key: Option<&str>) -> Result<(Option<EntityRecord>, Option<KeyRecord>)>;
+    fn peek(
+        &self,
+        id: &str,
+        key: Option<&str>,
+    ) -> Result<(Option<EntityRecord>, Option<KeyRecord>)>;
 
     /// The record of `id`.
     fn get(&self, id: &str) -> Result<Option<EntityRecord>>;

@@ -66,16 +66,20 @@ impl SledStore {
             Some(path) => config.path(path),
             None => config.temporary(true),
         };
-        let db = config.open().map_err(|error| open_error(options.path.as_deref(), error))?;
-        let data_file = match &options.path {
-            Some(path) => Some(
-                File::open(path.join("db"))
-                    .map_err(|error| Error::storage("opening sled's data file to sync it", error))?,
-            ),
-            None => None,
-        };
+        let db = config
+            .open()
+            .map_err(|error| open_error(options.path.as_deref(), error))?;
+        let data_file =
+            match &options.path {
+                Some(path) => Some(File::open(path.join("db")).map_err(|error| {
+                    Error::storage("opening sled's data file to sync it", error)
+                })?),
+                None => None,
+            };
         let meta = db.open_tree(META).map_err(storage("opening tree meta"))?;
-        let outbox = db.open_tree(OUTBOX).map_err(storage("opening tree outbox"))?;
+        let outbox = db
+            .open_tree(OUTBOX)
+            .map_err(storage("opening tree outbox"))?;
         Ok(SledStore {
             db,
             meta,
@@ -148,7 +152,9 @@ impl Store for SledStore {
         });
         result.map_err(|error| match error {
             TransactionError::Abort(error) => error,
-            TransactionError::Storage(error) => Error::storage("storing a machine definition", error),
+            TransactionError::Storage(error) => {
+                Error::storage("storing a machine definition", error)
+            }
         })?;
         self.sync()
     }
@@ -174,23 +180,30 @@ impl Store for SledStore {
         let mut trees: Vec<&sled::Tree> = Vec::with_capacity(1 + 4 * machines.len());
         trees.push(&self.outbox);
         for machine in &machines {
-            trees.extend([&machine.entities, &machine.history, &machine.by_state, &machine.keys]);
+            trees.extend([
+                &machine.entities,
+                &machine.history,
+                &machine.by_state,
+                &machine.keys,
+            ]);
         }
-        let result = trees.as_slice().transaction(|views: &Vec<TransactionalTree>| {
-            let mut decisions = Vec::with_capacity(requests.len());
-            for (request, &index) in requests.iter().zip(&machine_of) {
-                let base = 1 + 4 * index;
-                let trees = MachineViews {
-                    entities: &views[base],
-                    history: &views[base + 1],
-                    by_state: &views[base + 2],
-                    keys: &views[base + 3],
-                    outbox: &views[0],
-                };
-                decisions.push(machines[index].run(&trees, request)?);
-            }
-            Ok::<_, ConflictableTransactionError<Error>>(decisions)
-        });
+        let result = trees
+            .as_slice()
+            .transaction(|views: &Vec<TransactionalTree>| {
+                let mut decisions = Vec::with_capacity(requests.len());
+                for (request, &index) in requests.iter().zip(&machine_of) {
+                    let base = 1 + 4 * index;
+                    let trees = MachineViews {
+                        entities: &views[base],
+                        history: &views[base + 1],
+                        by_state: &views[base + 2],
+                        keys: &views[base + 3],
+                        outbox: &views[0],
+                    };
+                    decisions.push(machines[index].run(&trees, request)?);
+                }
+                Ok::<_, ConflictableTransactionError<Error>>(decisions)
+            });
         result.map_err(|error| match error {
             TransactionError::Abort(error) => error,
             TransactionError::Storage(error) => Error::storage("committing requests", error),
@@ -201,7 +214,9 @@ impl Store for SledStore {
         let mut events = Vec::with_capacity(limit.min(1024));
         for item in self.outbox.iter().take(limit) {
             let (key, value) = item.map_err(storage("reading the outbox"))?;
-            events.push(decode_at(OUTBOX, &key, || codec::decode_outbox(&key, &value))?);
+            events.push(decode_at(OUTBOX, &key, || {
+                codec::decode_outbox(&key, &value)
+            })?);
         }
         Ok(events)
     }
@@ -235,14 +250,17 @@ impl Store for SledStore {
     fn sync(&self) -> Result<()> {
         self.db.flush().map_err(storage("flushing the database"))?;
         if let Some(file) = &self.data_file {
-            file.sync_data()
-                .map_err(|error| Error::storage("syncing the data file to stable storage", error))?;
+            file.sync_data().map_err(|error| {
+                Error::storage("syncing the data file to stable storage", error)
+            })?;
         }
         Ok(())
     }
 
     fn size_on_disk(&self) -> Result<u64> {
-        self.db.size_on_disk().map_err(storage("measuring the database"))
+        self.db
+            .size_on_disk()
+            .map_err(storage("measuring the database"))
     }
 }
 
@@ -288,7 +306,8 @@ impl SledStore {
 fn decode_definition(key: &[u8], value: &[u8]) -> Result<MachineDef> {
     decode_at(META, key, || {
         let mut reader = codec::Reader::value(value)?;
-        serde_json::from_slice(reader.rest()).map_err(|error| format!("definition is not valid JSON: {error}"))
+        serde_json::from_slice(reader.rest())
+            .map_err(|error| format!("definition is not valid JSON: {error}"))
     })
 }
 
@@ -303,7 +322,9 @@ impl OutboxWatcher for SledOutboxWatcher {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.subscriber.next_timeout(left) {
                 Ok(sled::Event::Insert { key, value }) => {
-                    return Some(decode_at(OUTBOX, &key, || codec::decode_outbox(&key, &value)))
+                    return Some(decode_at(OUTBOX, &key, || {
+                        codec::decode_outbox(&key, &value)
+                    }))
                 }
                 Ok(sled::Event::Remove { .. }) => continue,
                 Err(_) => return None,
@@ -365,7 +386,10 @@ impl SledMachine {
             Err(error) => return Ok(Err(error)),
         };
         match &decision {
-            Decision::Replay(_) | Decision::NoOp { key_record: None, .. } => {}
+            Decision::Replay(_)
+            | Decision::NoOp {
+                key_record: None, ..
+            } => {}
             Decision::NoOp {
                 key_record: Some(record),
                 ..
@@ -388,10 +412,9 @@ impl SledMachine {
                 if let Some(previous) = &applied.previous_state {
                     trees.by_state.remove(codec::state_key(previous, id))?;
                 }
-                trees.by_state.insert(
-                    codec::state_key(&applied.record.state, id),
-                    codec::marker(),
-                )?;
+                trees
+                    .by_state
+                    .insert(codec::state_key(&applied.record.state, id), codec::marker())?;
                 if let (Some(key), Some(record)) = (request.key, &applied.key_record) {
                     trees
                         .keys
@@ -417,7 +440,11 @@ struct MachineViews<'a> {
 }
 
 impl MachineStore for SledMachine {
-    fn peek(&self, id: &str, key: Option<&str>) -> Result<(Option<EntityRecord>, Option<KeyRecord>)> {
+    fn peek(
+        &self,
+        id: &str,
+        key: Option<&str>,
+    ) -> Result<(Option<EntityRecord>, Option<KeyRecord>)> {
         let key_record = match key {
             Some(key) => match self
                 .keys
@@ -490,7 +517,11 @@ impl MachineStore for SledMachine {
         loop {
             let mut expired = Vec::new();
             let mut scanned = 0;
-            for item in self.keys.range((start.clone(), Bound::Unbounded)).take(PURGE_BATCH) {
+            for item in self
+                .keys
+                .range((start.clone(), Bound::Unbounded))
+                .take(PURGE_BATCH)
+            {
                 let (key, value) = item.map_err(storage("scanning idempotency keys"))?;
                 scanned += 1;
                 let expires_at =
@@ -528,8 +559,9 @@ fn collect_ids(
     for item in scan.take(limit) {
         let (key, value) = item.map_err(storage("reading the state index"))?;
         decode_at(tree, &key, || codec::check_marker(&value))?;
-        ids.push(decode_at(tree, &key, || codec::id_of_state_key(prefix_len, &key))?);
+        ids.push(decode_at(tree, &key, || {
+            codec::id_of_state_key(prefix_len, &key)
+        })?);
     }
     Ok(ids)
 }
-
