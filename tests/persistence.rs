@@ -67,7 +67,10 @@ fn reopen_keeps_records_history_keys_outbox_and_definitions() {
     let named = engine.machine_by_name("payment").unwrap();
     assert_eq!(named.definition(), &Payment::definition());
     assert_eq!(
-        named.apply("p-2", NamedRequest::fire("fail")).unwrap().state,
+        named
+            .apply("p-2", NamedRequest::fire("fail"))
+            .unwrap()
+            .state,
         "failed"
     );
 }
@@ -119,7 +122,11 @@ fn a_second_process_gets_a_clear_locked_error() {
     let engine = Engine::open(dir.path()).unwrap();
     engine.machine::<Payment>().unwrap();
     let output = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_opens_the_database_named_in_env", "--nocapture"])
+        .args([
+            "--exact",
+            "child_opens_the_database_named_in_env",
+            "--nocapture",
+        ])
         .env("IDEMFLOW_TEST_CHILD_DB", dir.path())
         .output()
         .unwrap();
@@ -132,7 +139,11 @@ fn a_second_process_gets_a_clear_locked_error() {
     drop(engine);
     // Once the owner closed it, another process opens it.
     let output = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_opens_the_database_named_in_env", "--nocapture"])
+        .args([
+            "--exact",
+            "child_opens_the_database_named_in_env",
+            "--nocapture",
+        ])
         .env("IDEMFLOW_TEST_CHILD_DB", dir.path())
         .output()
         .unwrap();

@@ -45,10 +45,13 @@ pub fn open_existing(dir: &Path) -> CliResult<Engine> {
 /// Writes `text` to stdout; a closed pipe (`| head`) is not an error.
 pub fn print_out(text: &str) -> CliResult {
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-        Err(error) if error.kind() != ErrorKind::BrokenPipe => Err(CliError::new(format!(
-            "could not write to stdout: {error}"
-        ))),
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(error) if error.kind() != ErrorKind::BrokenPipe => {
+            Err(CliError::new(format!("could not write to stdout: {error}")))
+        }
         _ => Ok(()),
     }
 }
@@ -305,7 +308,12 @@ pub fn graph(args: &GraphArgs) -> CliResult {
     let machine = engine.machine_by_name(&args.machine)?;
     let mut options = DotOptions::default();
     if args.counts {
-        options.counts = Some(machine.count_by_state()?.into_iter().collect::<BTreeMap<_, _>>());
+        options.counts = Some(
+            machine
+                .count_by_state()?
+                .into_iter()
+                .collect::<BTreeMap<_, _>>(),
+        );
     }
     if let Some(id) = &args.entity {
         existing_entity(&machine, id)?;
@@ -330,9 +338,9 @@ pub fn graph(args: &GraphArgs) -> CliResult {
         None => {
             let mut stdout = std::io::stdout().lock();
             match stdout.write_all(&bytes).and_then(|()| stdout.flush()) {
-                Err(error) if error.kind() != ErrorKind::BrokenPipe => Err(CliError::new(
-                    format!("could not write to stdout: {error}"),
-                )),
+                Err(error) if error.kind() != ErrorKind::BrokenPipe => {
+                    Err(CliError::new(format!("could not write to stdout: {error}")))
+                }
                 _ => Ok(()),
             }
         }

@@ -25,7 +25,10 @@ impl Table {
     /// A table with these column titles and alignments.
     pub fn new(columns: &[(&str, Align)]) -> Self {
         Table {
-            header: columns.iter().map(|(title, _)| (*title).to_owned()).collect(),
+            header: columns
+                .iter()
+                .map(|(title, _)| (*title).to_owned())
+                .collect(),
             align: columns.iter().map(|(_, align)| *align).collect(),
             rows: Vec::new(),
             indent: 0,
