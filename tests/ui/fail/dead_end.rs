@@ -1,0 +1,13 @@
+use idemflow::StateMachine;
+
+#[derive(StateMachine, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[machine(initial = Draft)]
+enum Order {
+    #[on(submit = Submitted, cancel = Cancelled)]
+    Draft,
+    Submitted,
+    #[terminal]
+    Cancelled,
+}
+
+fn main() {}

@@ -1,0 +1,53 @@
+//! Generated code names everything by absolute path: it compiles in a module
+//! without the prelude and with `Option`, `Some`, `None`, `Copy`, `matches`
+//! and `idemflow`-like names shadowed.
+#![deny(warnings)]
+
+mod machines {
+    #![no_implicit_prelude]
+    #![allow(dead_code, unused_macros)]
+
+    use ::idemflow::StateMachine;
+
+    pub struct Option;
+    pub struct Some;
+    pub struct None;
+    pub struct Transition;
+    pub trait Copy {}
+    pub mod core {}
+    macro_rules! matches {
+        () => {};
+    }
+
+    #[derive(
+        StateMachine,
+        ::core::clone::Clone,
+        ::core::marker::Copy,
+        ::core::fmt::Debug,
+        ::core::cmp::PartialEq,
+        ::core::cmp::Eq,
+        ::core::hash::Hash,
+    )]
+    #[machine(initial = A)]
+    pub enum Shadowed {
+        /// The start.
+        #[on(go = B, r#type = C)]
+        A,
+        #[on(go = C)]
+        B,
+        #[terminal]
+        C,
+    }
+}
+
+use idemflow::{MachineEvent, StateMachine};
+use machines::{Shadowed, ShadowedEvent};
+
+fn main() {
+    assert_eq!(Shadowed::A.next(ShadowedEvent::Type), Some(Shadowed::C));
+    assert_eq!(ShadowedEvent::Type.name(), "type");
+    assert!(Shadowed::C.is_terminal());
+    assert!(!Shadowed::A.is_terminal());
+    assert_eq!(Shadowed::A.description(), Some("The start."));
+    Shadowed::definition().validate().unwrap();
+}
