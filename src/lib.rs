@@ -115,3 +115,8 @@ pub use request::{Fingerprint, Limits, NamedRequest, Request, Target};
 
 /// Derives [`StateMachine`](trait@StateMachine) for a state enum; see `docs/machines.md`.
 pub use idemflow_macros::StateMachine;
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
