@@ -87,6 +87,7 @@ fn event_enum(machine: &Machine, events: &[Event]) -> TokenStream {
         }
     } else {
         quote! {
+            #[inline]
             fn from_name(name: &str) -> ::core::option::Option<Self> {
                 match name {
                     #(#from_names,)*
@@ -112,6 +113,7 @@ fn event_enum(machine: &Machine, events: &[Event]) -> TokenStream {
 
         #[automatically_derived]
         impl ::idemflow::MachineEvent for #ident {
+            #[inline]
             fn name(self) -> &'static str {
                 match self {
                     #(#names,)*
@@ -187,6 +189,7 @@ fn state_impl(machine: &Machine, events: &[Event]) -> TokenStream {
                 #machine_name
             }
 
+            #[inline]
             fn initial() -> Self {
                 #ident::#initial
             }
@@ -196,12 +199,14 @@ fn state_impl(machine: &Machine, events: &[Event]) -> TokenStream {
                 STATES
             }
 
+            #[inline]
             fn name(self) -> &'static str {
                 match self {
                     #(#names,)*
                 }
             }
 
+            #[inline]
             fn from_name(name: &str) -> ::core::option::Option<Self> {
                 match name {
                     #(#from_names,)*
@@ -213,10 +218,12 @@ fn state_impl(machine: &Machine, events: &[Event]) -> TokenStream {
                 #description
             }
 
+            #[inline]
             fn is_terminal(self) -> bool {
                 #is_terminal
             }
 
+            #[inline]
             fn next(self, event: Self::Event) -> ::core::option::Option<Self> {
                 #next
             }
@@ -385,15 +392,15 @@ fn fallback(machine: &Machine) -> TokenStream {
         #[automatically_derived]
         impl ::idemflow::StateMachine for #ident {
             type Event = #events_ident;
-            fn machine_name() -> &'static str { ::core::unimplemented!() }
-            fn initial() -> Self { ::core::unimplemented!() }
-            fn states() -> &'static [Self] { ::core::unimplemented!() }
-            fn name(self) -> &'static str { ::core::unimplemented!() }
-            fn from_name(_name: &str) -> ::core::option::Option<Self> { ::core::unimplemented!() }
-            fn description(self) -> ::core::option::Option<&'static str> { ::core::unimplemented!() }
-            fn is_terminal(self) -> bool { ::core::unimplemented!() }
-            fn next(self, _event: Self::Event) -> ::core::option::Option<Self> { ::core::unimplemented!() }
-            fn transitions() -> &'static [::idemflow::Transition<Self>] { ::core::unimplemented!() }
+            fn machine_name() -> &'static str { ::core::unreachable!("only generated next to a compile error") }
+            fn initial() -> Self { ::core::unreachable!("only generated next to a compile error") }
+            fn states() -> &'static [Self] { ::core::unreachable!("only generated next to a compile error") }
+            fn name(self) -> &'static str { ::core::unreachable!("only generated next to a compile error") }
+            fn from_name(_name: &str) -> ::core::option::Option<Self> { ::core::unreachable!("only generated next to a compile error") }
+            fn description(self) -> ::core::option::Option<&'static str> { ::core::unreachable!("only generated next to a compile error") }
+            fn is_terminal(self) -> bool { ::core::unreachable!("only generated next to a compile error") }
+            fn next(self, _event: Self::Event) -> ::core::option::Option<Self> { ::core::unreachable!("only generated next to a compile error") }
+            fn transitions() -> &'static [::idemflow::Transition<Self>] { ::core::unreachable!("only generated next to a compile error") }
         }
     }
 }
