@@ -41,6 +41,35 @@ pub struct OutcomeRecord {
 /// - no-op (target already reached, or creating an existing entity): `was_applied()` is false;
 /// - replay (same idempotency key and request again): `is_replay()` is true and
 ///   every other field is the *original* outcome's, even if the entity moved on since.
+///
+/// ```
+/// # use idemflow::{Engine, Request, StateMachine};
+/// # #[derive(StateMachine, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// # #[machine(name = "order", initial = Draft, events = OrderEvent)]
+/// # enum OrderState {
+/// #     #[on(submit = Submitted)] Draft,
+/// #     #[on(pay = Paid)] Submitted,
+/// #     #[terminal] Paid,
+/// # }
+/// let orders = Engine::temporary()?.machine::<OrderState>()?;
+/// let created = orders.create("o-1")?;
+/// assert!(created.was_created() && created.version() == 1);
+///
+/// let submit = Request::fire(OrderEvent::Submit).key("submit-o-1");
+/// let applied = orders.apply("o-1", submit.clone())?;
+/// assert!(applied.was_applied() && !applied.is_replay());
+/// assert_eq!(applied.from(), Some(OrderState::Draft));
+/// assert_eq!(applied.event(), Some(OrderEvent::Submit));
+///
+/// orders.fire("o-1", OrderEvent::Pay)?;
+/// let replay = orders.apply("o-1", submit)?; // the order moved on since
+/// assert!(replay.is_replay());
+/// assert_eq!((replay.state(), replay.version()), (OrderState::Submitted, 2));
+///
+/// let noop = orders.transition("o-1", OrderState::Paid)?;
+/// assert!(noop.was_noop() && noop.version() == 3);
+/// # Ok::<(), idemflow::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome<M: StateMachine> {
     id: String,
