@@ -458,8 +458,16 @@ impl EngineInner {
                     })
             )
         });
-        if wrote && self.durability == Durability::Immediate {
-            if let Err(error) = self.group.wait_durable(ticket, || self.store.sync()) {
+        if self.durability == Durability::Immediate {
+            // A request that wrote waits for its own commit; one that wrote
+            // nothing (a replay, a no-op) may have read another caller's
+            // commit that is not durable yet, and waits for that.
+            let durable = if wrote {
+                self.group.wait_durable(ticket, || self.store.sync())
+            } else {
+                self.sync_reads()
+            };
+            if let Err(error) = durable {
                 return repeat_error(&error, jobs.len());
             }
         }

@@ -66,9 +66,7 @@ impl SledStore {
             Some(path) => config.path(path),
             None => config.temporary(true),
         };
-        let db = config
-            .open()
-            .map_err(|error| open_error(options.path.as_deref(), error))?;
+        let db = open_with_retry(&config, options.path.as_deref())?;
         let data_file =
             match &options.path {
                 Some(path) => Some(File::open(path.join("db")).map_err(|error| {
@@ -87,6 +85,28 @@ impl SledStore {
             machines: RwLock::new(HashMap::new()),
             data_file,
         })
+    }
+}
+
+/// How long opening waits for a lock that the same process is releasing.
+const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(1);
+
+/// Opens sled, retrying for a moment while the directory is locked: after the
+/// last handle of a database is dropped, sled's I/O threads may still hold
+/// its file (and so its lock) for a few milliseconds. A real second owner
+/// still gets `Error::Locked`, after [`LOCK_RELEASE_WAIT`].
+fn open_with_retry(config: &sled::Config, path: Option<&Path>) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(error) => match open_error(path, error) {
+                Error::Locked { .. } if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                error => return Err(error),
+            },
+        }
     }
 }
 
