@@ -5,48 +5,87 @@
 //! queues its job; the first caller that finds no batch running becomes the
 //! *leader*: it takes whatever is waiting (up to a bound), runs the batch in
 //! one atomic step (each job decided against the state the earlier ones left)
-//! and publishes every result. Callers that queued meanwhile wait for their
-//! result; the next one to find no leader runs the next batch. There is no
-//! background thread: a lone caller runs its own batch of one at once.
+//! and hands every result to its caller. Then, if more jobs queued meanwhile,
+//! it passes the leadership to the oldest of them. There is no background
+//! thread: a lone caller runs its own batch of one at once. Every caller
+//! sleeps on its own slot, so a batch wakes exactly the callers it served
+//! (and the next leader), not everyone.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::outcome::OutcomeRecord;
 
 /// Combines concurrent jobs of type `J` into batches.
 pub(crate) struct Batcher<J> {
-    state: Mutex<BatchState<J>>,
-    changed: Condvar,
+    queue: Mutex<Queue<J>>,
     max_batch: usize,
 }
 
-struct BatchState<J> {
-    queue: VecDeque<(u64, J)>,
-    done: HashMap<u64, Result<OutcomeRecord>>,
+struct Queue<J> {
+    jobs: VecDeque<(J, Arc<Slot>)>,
+    /// Whether some caller leads (runs or is about to run a batch).
     leader: bool,
-    next_ticket: u64,
+}
+
+/// Where one caller waits for its result or for the leadership.
+struct Slot {
+    state: Mutex<SlotState>,
+    wake: Condvar,
+}
+
+enum SlotState {
+    Waiting,
+    Lead,
+    Done(Result<OutcomeRecord>),
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            state: Mutex::new(SlotState::Waiting),
+            wake: Condvar::new(),
+        }
+    }
+
+    fn set(&self, state: SlotState) {
+        *lock(&self.state) = state;
+        self.wake.notify_one();
+    }
+
+    /// Waits until the slot holds a result or the leadership, and takes it.
+    fn wait(&self) -> SlotState {
+        let mut state = lock(&self.state);
+        loop {
+            match std::mem::replace(&mut *state, SlotState::Waiting) {
+                SlotState::Waiting => {
+                    state = self
+                        .wake
+                        .wait(state)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                }
+                taken => return taken,
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl<J> Batcher<J> {
     pub(crate) fn new(max_batch: usize) -> Self {
         Batcher {
-            state: Mutex::new(BatchState {
-                queue: VecDeque::new(),
-                done: HashMap::new(),
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
                 leader: false,
-                next_ticket: 0,
             }),
-            changed: Condvar::new(),
             max_batch: max_batch.max(1),
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, BatchState<J>> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Queues `job` and returns its result; `run` executes one batch, in
@@ -56,70 +95,69 @@ impl<J> Batcher<J> {
         job: J,
         run: impl Fn(Vec<J>) -> Vec<Result<OutcomeRecord>>,
     ) -> Result<OutcomeRecord> {
-        let mut state = self.lock();
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.queue.push_back((ticket, job));
+        let slot = Arc::new(Slot::new());
+        let mut lead = {
+            let mut queue = lock(&self.queue);
+            queue.jobs.push_back((job, slot.clone()));
+            !std::mem::replace(&mut queue.leader, true)
+        };
         loop {
-            if let Some(result) = state.done.remove(&ticket) {
-                return result;
+            if lead {
+                self.lead_one_batch(&run);
             }
-            if state.leader {
-                state = self
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                continue;
+            match slot.wait() {
+                SlotState::Done(result) => return result,
+                SlotState::Lead => lead = true,
+                SlotState::Waiting => lead = false,
             }
-            state.leader = true;
-            let take = state.queue.len().min(self.max_batch);
-            let (tickets, jobs): (Vec<u64>, Vec<J>) = state.queue.drain(..take).unzip();
-            drop(state);
-            let leadership = Leadership {
-                batcher: self,
-                tickets,
-                finished: false,
-            };
-            let results = run(jobs);
-            state = leadership.finish(results);
+        }
+    }
+
+    /// Runs the oldest queued jobs as one batch, delivers their results and
+    /// passes the leadership on (or gives it up when nothing is queued).
+    fn lead_one_batch(&self, run: &impl Fn(Vec<J>) -> Vec<Result<OutcomeRecord>>) {
+        let (jobs, slots): (Vec<J>, Vec<Arc<Slot>>) = {
+            let mut queue = lock(&self.queue);
+            let take = queue.jobs.len().min(self.max_batch);
+            queue.jobs.drain(..take).unzip()
+        };
+        let mut batch = Leadership {
+            batcher: self,
+            slots,
+        };
+        let results = run(jobs);
+        let mut results = results.into_iter();
+        for slot in std::mem::take(&mut batch.slots) {
+            slot.set(SlotState::Done(
+                results.next().unwrap_or_else(|| Err(batch_lost())),
+            ));
+        }
+    }
+
+    /// Hands the leadership to the oldest waiting caller, or gives it up.
+    fn pass_leadership(&self) {
+        let mut queue = lock(&self.queue);
+        match queue.jobs.front() {
+            Some((_, next)) => next.set(SlotState::Lead),
+            None => queue.leader = false,
         }
     }
 }
 
-/// Hands leadership back when a batch ends, also if it panics (a panicking
-/// guard must not leave the other callers waiting forever).
+/// Ends a batch: fails the callers it did not serve (should `run` panic, a
+/// panicking guard must not leave them waiting forever) and passes the
+/// leadership on.
 struct Leadership<'a, J> {
     batcher: &'a Batcher<J>,
-    tickets: Vec<u64>,
-    finished: bool,
-}
-
-impl<'a, J> Leadership<'a, J> {
-    fn finish(mut self, results: Vec<Result<OutcomeRecord>>) -> MutexGuard<'a, BatchState<J>> {
-        self.finished = true;
-        let mut state = self.batcher.lock();
-        let mut results = results.into_iter();
-        for &ticket in &self.tickets {
-            let result = results.next().unwrap_or_else(|| Err(batch_lost()));
-            state.done.insert(ticket, result);
-        }
-        state.leader = false;
-        self.batcher.changed.notify_all();
-        state
-    }
+    slots: Vec<Arc<Slot>>,
 }
 
 impl<J> Drop for Leadership<'_, J> {
     fn drop(&mut self) {
-        if self.finished {
-            return;
+        for slot in self.slots.drain(..) {
+            slot.set(SlotState::Done(Err(batch_lost())));
         }
-        let mut state = self.batcher.lock();
-        for &ticket in &self.tickets {
-            state.done.insert(ticket, Err(batch_lost()));
-        }
-        state.leader = false;
-        self.batcher.changed.notify_all();
+        self.batcher.pass_leadership();
     }
 }
 
@@ -136,7 +174,6 @@ fn batch_lost() -> Error {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
 
     fn outcome(n: u64) -> OutcomeRecord {
         OutcomeRecord {
@@ -186,6 +223,29 @@ mod tests {
             thread.join().unwrap();
         }
         assert!(batches.load(Ordering::SeqCst) < 800, "jobs were batched");
+    }
+
+    #[test]
+    fn batches_never_exceed_the_bound() {
+        let batcher = Arc::new(Batcher::new(3));
+        let largest = Arc::new(AtomicUsize::new(0));
+        std::thread::scope(|scope| {
+            for thread in 0..6u64 {
+                let batcher = batcher.clone();
+                let largest = largest.clone();
+                scope.spawn(move || {
+                    for i in 0..50u64 {
+                        let job = thread * 1000 + i;
+                        let result = batcher.submit(job, |jobs| {
+                            largest.fetch_max(jobs.len(), Ordering::SeqCst);
+                            jobs.into_iter().map(|j| Ok(outcome(j))).collect()
+                        });
+                        assert_eq!(result.unwrap().version, job);
+                    }
+                });
+            }
+        });
+        assert!(largest.load(Ordering::SeqCst) <= 3);
     }
 
     #[test]
