@@ -568,6 +568,17 @@ impl EngineInner {
     }
 }
 
+/// Points a `Corrupt` error of a typed conversion at the stored record it
+/// came from (`<concern>/<machine>`, `key`); other errors pass unchanged.
+fn relocate(error: Error, concern: &str, machine: &str, key: &[u8]) -> Error {
+    match error {
+        Error::Corrupt { reason, .. } => {
+            Error::corrupt(format!("{concern}/{machine}"), key, reason)
+        }
+        other => other,
+    }
+}
+
 /// The same storage error for every job of a failed batch.
 fn repeat_error(error: &Error, count: usize) -> Vec<Result<OutcomeRecord>> {
     (0..count)
@@ -729,32 +740,43 @@ impl<M: StateMachine> Machine<M> {
     /// # Ok::<(), idemflow::Error>(())
     /// ```
     pub fn apply(&self, id: &str, request: Request<M>) -> Result<Outcome<M>> {
+        let key = request.spec.key.clone();
         let record = self.engine.inner.apply(&self.runtime, id, request.spec)?;
-        Outcome::from_record(record)
+        let replay_key = key.filter(|_| record.replay);
+        Outcome::from_record(record).map_err(|error| match replay_key {
+            // A replayed outcome comes from the key record.
+            Some(key) => relocate(error, "keys", self.name(), key.as_bytes()),
+            None => relocate(error, "entities", self.name(), id.as_bytes()),
+        })
     }
 
     /// The entity's current snapshot, if it exists.
     pub fn get(&self, id: &str) -> Result<Option<Entity<M>>> {
-        self.runtime
-            .store
-            .get(id)?
+        let record = self.named().get(id)?;
+        record
             .map(Entity::from_record)
             .transpose()
+            .map_err(|error| relocate(error, "entities", self.name(), id.as_bytes()))
     }
 
     /// The entity's history, oldest first (empty if it does not exist).
     pub fn history(&self, id: &str) -> Result<Vec<HistoryEntry<M>>> {
-        self.runtime
-            .store
+        self.named()
             .history(id)?
             .into_iter()
-            .map(HistoryEntry::from_record)
+            .map(|entry| {
+                let version = entry.version;
+                HistoryEntry::from_record(entry).map_err(|error| {
+                    let key = crate::store::codec::history_key(id, version);
+                    relocate(error, "history", self.name(), &key)
+                })
+            })
             .collect()
     }
 
     /// Every id in `state`, in id order, from the state index.
     pub fn in_state(&self, state: M) -> Result<Vec<String>> {
-        self.runtime.store.in_state(state.name(), None, usize::MAX)
+        self.named().in_state(state.name(), None, usize::MAX)
     }
 
     /// Up to `limit` ids in `state` after `after` (exclusive), in id order:
@@ -765,15 +787,21 @@ impl<M: StateMachine> Machine<M> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>> {
-        self.runtime.store.in_state(state.name(), after, limit)
+        self.named().in_state(state.name(), after, limit)
     }
 
     /// Every state with its number of entities, in declaration order.
     pub fn count_by_state(&self) -> Result<Vec<(M, u64)>> {
-        M::states()
+        let counts = self.named().count_by_state()?;
+        Ok(M::states()
             .iter()
-            .map(|&state| Ok((state, self.runtime.store.count_in_state(state.name())?)))
-            .collect()
+            .zip(counts)
+            .map(|(&state, (_, count))| (state, count))
+            .collect())
+    }
+
+    fn name(&self) -> &str {
+        self.runtime.rules.name()
     }
 
     /// Attaches a guard to every transition *into* `state`. It sees the entity
@@ -917,24 +945,25 @@ impl NamedMachine {
     /// The entity's stored record, if it exists.
     pub fn get(&self, id: &str) -> Result<Option<EntityRecord>> {
         self.engine.inner.limits.check_id(id)?;
-        self.runtime.store.get(id)
+        self.settled(self.runtime.store.get(id))
     }
 
     /// The entity's history, oldest first.
     pub fn history(&self, id: &str) -> Result<Vec<HistoryRecord>> {
         self.engine.inner.limits.check_id(id)?;
-        self.runtime.store.history(id)
+        self.settled(self.runtime.store.history(id))
     }
 
     /// Up to `limit` ids in the state named `state` after `after`, in id order.
     pub fn in_state(&self, state: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         self.check_state(state)?;
-        self.runtime.store.in_state(state, after, limit)
+        self.settled(self.runtime.store.in_state(state, after, limit))
     }
 
     /// Every state with its number of entities, in declaration order.
     pub fn count_by_state(&self) -> Result<Vec<(String, u64)>> {
-        self.definition()
+        let counts = self
+            .definition()
             .states
             .iter()
             .map(|state| {
@@ -943,7 +972,16 @@ impl NamedMachine {
                     self.runtime.store.count_in_state(&state.name)?,
                 ))
             })
-            .collect()
+            .collect();
+        self.settled(counts)
+    }
+
+    /// Under `Immediate`, a read answers only once what it read is durable,
+    /// so no caller sees a change that a crash could still take back.
+    fn settled<T>(&self, read: Result<T>) -> Result<T> {
+        let value = read?;
+        self.engine.inner.settle_read()?;
+        Ok(value)
     }
 
     /// Attaches a name-based guard to every transition into the state `state`.

@@ -208,6 +208,9 @@ pub struct Limits {
     pub max_payload_bytes: usize,
     /// Longest actor in bytes. Default 1024.
     pub max_actor_bytes: usize,
+    /// Deepest nesting of arrays and objects in a payload. Default 64; at
+    /// most 127 is honoured, since deeper JSON cannot be read back.
+    pub max_payload_depth: usize,
 }
 
 impl Default for Limits {
@@ -217,6 +220,7 @@ impl Default for Limits {
             max_key_bytes: 255,
             max_payload_bytes: 64 * 1024,
             max_actor_bytes: 1024,
+            max_payload_depth: 64,
         }
     }
 }
@@ -257,6 +261,13 @@ impl Limits {
         match &spec.payload {
             None => Ok(None),
             Some(payload) => {
+                let max_depth = self.max_payload_depth.min(MAX_READABLE_DEPTH);
+                if nesting_depth(payload) > max_depth {
+                    return Err(Error::invalid_input(
+                        InputField::Payload,
+                        format!("nested deeper than the limit of {max_depth} levels"),
+                    ));
+                }
                 let bytes = serde_json::to_vec(payload).map_err(|error| {
                     Error::invalid_input(InputField::Payload, error.to_string())
                 })?;
@@ -274,6 +285,26 @@ impl Limits {
             }
         }
     }
+}
+
+/// serde_json reads at most 127 levels of nesting back; deeper payloads
+/// would be stored but unreadable.
+const MAX_READABLE_DEPTH: usize = 127;
+
+/// How deeply arrays and objects nest in `value` (a scalar is 0), without recursion.
+fn nesting_depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        stack.extend(children.map(|child| (child, depth + 1)));
+    }
+    deepest
 }
 
 fn check_length(field: InputField, value: &str, max: usize) -> Result<()> {
@@ -433,6 +464,27 @@ mod tests {
         let mut keyed = base.clone();
         keyed.key = Some("k".into());
         assert_eq!(Fingerprint::of("o-1", &keyed), base_print);
+    }
+
+    #[test]
+    fn nesting_depth_counts_arrays_and_objects() {
+        assert_eq!(nesting_depth(&json!(1)), 0);
+        assert_eq!(nesting_depth(&json!([])), 1);
+        assert_eq!(nesting_depth(&json!({"a": [1, {"b": [[]]}]})), 5);
+        let limits = Limits::default();
+        let mut deep = json!(0);
+        for _ in 0..65 {
+            deep = json!([deep]);
+        }
+        let mut request = spec(Target::To("paid".into()));
+        request.payload = Some(deep);
+        assert!(matches!(
+            limits.check_request("o-1", &request),
+            Err(Error::InvalidInput {
+                field: InputField::Payload,
+                ..
+            })
+        ));
     }
 
     #[test]

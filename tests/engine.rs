@@ -325,6 +325,7 @@ fn input_limits_are_checked_before_anything_is_read_or_written() {
             max_key_bytes: 4,
             max_payload_bytes: 16,
             max_actor_bytes: 5,
+            ..Limits::default()
         })
         .temporary()
         .unwrap();

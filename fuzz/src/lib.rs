@@ -1,0 +1,3 @@
+//! Fuzz harnesses for idemflow; the targets in `fuzz_targets/` call them.
+
+pub mod harness;
