@@ -10,9 +10,7 @@
 //! line: `idemflow graph --db DIR MACHINE --format dot|mermaid|svg [--counts]`.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use idemflow::{DotOptions, StateMachine};
 
@@ -40,31 +38,13 @@ pub enum OrderState {
     Refunded,
 }
 
-/// Renders DOT to SVG with `dot -Tsvg`; `None` when Graphviz is not installed.
+/// Renders DOT to SVG with Graphviz; `None` when Graphviz is not installed.
 fn render_svg(dot: &str) -> std::io::Result<Option<Vec<u8>>> {
-    let spawned = Command::new("dot")
-        .arg("-Tsvg")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(error),
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        let input = dot.as_bytes().to_vec();
-        std::thread::spawn(move || stdin.write_all(&input));
+    match idemflow::render_svg(dot) {
+        Ok(svg) => Ok(Some(svg)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
     }
-    let output = child.wait_with_output()?;
-    if !output.status.success() {
-        return Err(std::io::Error::other(format!(
-            "dot failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
-    Ok(Some(output.stdout))
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {

@@ -391,7 +391,7 @@ async fn graph_svg(
     Query(query): Query<GraphQuery>,
 ) -> Result<Response, ApiError> {
     let dot = dot_text(&app, &query).await?;
-    let rendered = tokio::task::spawn_blocking(move || render_svg(&dot))
+    let rendered = tokio::task::spawn_blocking(move || idemflow::render_svg(&dot))
         .await
         .map_err(|error| ApiError::internal(format!("rendering failed: {error}")))?;
     match rendered {
@@ -403,30 +403,6 @@ async fn graph_svg(
                 .to_owned(),
         }),
         Err(error) => Err(ApiError::internal(format!("Graphviz failed: {error}"))),
-    }
-}
-
-/// Pipes DOT text through `dot -Tsvg`.
-fn render_svg(dot: &str) -> std::io::Result<Vec<u8>> {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("dot")
-        .arg("-Tsvg")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let input = dot.as_bytes().to_vec();
-        // A thread, so that a large SVG cannot fill the pipe and deadlock us.
-        std::thread::spawn(move || stdin.write_all(&input));
-    }
-    let output = child.wait_with_output()?;
-    if output.status.success() {
-        Ok(output.stdout)
-    } else {
-        Err(std::io::Error::other(
-            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        ))
     }
 }
 

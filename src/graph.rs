@@ -640,3 +640,41 @@ fn mermaid_text(text: &str) -> String {
     }
     out
 }
+
+/// Renders DOT text (from [`MachineDef::to_dot`]) to SVG with Graphviz's
+/// `dot -Tsvg`, which must be on `PATH`.
+///
+/// Errors: [`std::io::ErrorKind::NotFound`] when Graphviz is not installed
+/// (`apt-get install graphviz`, `brew install graphviz`); another I/O error
+/// with `dot`'s own message when it fails.
+pub fn render_svg(dot: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Feed stdin from a thread so that a large output cannot deadlock the pipe.
+    let writer = child.stdin.take().map(|mut stdin| {
+        let input = dot.as_bytes().to_vec();
+        std::thread::spawn(move || stdin.write_all(&input))
+    });
+    let output = child.wait_with_output()?;
+    let written = writer.map(|writer| {
+        writer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("writing to Graphviz `dot` panicked")))
+    });
+    if !output.status.success() {
+        return Err(std::io::Error::other(format!(
+            "Graphviz `dot` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    written.transpose()?;
+    Ok(output.stdout)
+}

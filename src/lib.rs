@@ -104,7 +104,7 @@ pub use decide::NamedGuardInput;
 pub use durability::Durability;
 pub use engine::{Engine, EngineBuilder, Machine, NamedMachine};
 pub use error::{Error, InputField, MissingState, Result};
-pub use graph::DotOptions;
+pub use graph::{render_svg, DotOptions};
 pub use guard::GuardInput;
 pub use machine::{MachineDef, MachineEvent, StateDef, StateMachine, Transition, TransitionDef};
 pub use outbox::{Outbox, Subscription};

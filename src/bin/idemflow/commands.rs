@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -224,61 +224,17 @@ pub fn show(args: &ShowArgs) -> CliResult {
 
 /// Renders DOT text to SVG with Graphviz's `dot -Tsvg`.
 pub fn render_svg(dot: &str) -> CliResult<Vec<u8>> {
-    let spawned = Command::new("dot")
-        .arg("-Tsvg")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(error) if error.kind() == ErrorKind::NotFound => {
-            return Err(CliError::new(
+    idemflow::render_svg(dot).map_err(|error| {
+        if error.kind() == ErrorKind::NotFound {
+            CliError::new(
                 "Graphviz `dot` was not found on PATH; install Graphviz \
                  (Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz) \
                  or use --format dot",
-            ))
+            )
+        } else {
+            CliError::new(format!("could not render SVG: {error}"))
         }
-        Err(error) => {
-            return Err(CliError::new(format!(
-                "could not run Graphviz `dot`: {error}"
-            )))
-        }
-    };
-    // Feed stdin from a thread so that a large output cannot deadlock us.
-    let mut stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| CliError::new("could not write to Graphviz `dot`"))?;
-    let input = dot.as_bytes().to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let mut svg = Vec::new();
-    let mut errors = String::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        stdout
-            .read_to_end(&mut svg)
-            .map_err(|error| CliError::new(format!("could not read Graphviz's output: {error}")))?;
-    }
-    if let Some(mut stderr) = child.stderr.take() {
-        let _ = stderr.read_to_string(&mut errors);
-    }
-    let status = child
-        .wait()
-        .map_err(|error| CliError::new(format!("Graphviz `dot` failed: {error}")))?;
-    let written = writer.join();
-    if !status.success() {
-        return Err(CliError::new(format!(
-            "Graphviz `dot` failed ({status}): {}",
-            errors.trim()
-        )));
-    }
-    match written {
-        Ok(Ok(())) => Ok(svg),
-        Ok(Err(error)) => Err(CliError::new(format!(
-            "could not write to Graphviz `dot`: {error}"
-        ))),
-        Err(_) => Err(CliError::new("could not write to Graphviz `dot`")),
-    }
+    })
 }
 
 /// Whether Graphviz's `dot` can be run.
