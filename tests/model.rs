@@ -771,9 +771,17 @@ fn run_sequence(ops: &[Op], durability: Durability) {
     }
 }
 
+/// The number of cases: `default`, or `PROPTEST_CASES` for a longer run.
+fn cases_from_env(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 64,
+        cases: cases_from_env(64),
         max_shrink_iters: 2000,
         failure_persistence: None,
         ..ProptestConfig::default()
@@ -787,7 +795,7 @@ proptest! {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 6,
+        cases: cases_from_env(6),
         max_shrink_iters: 500,
         failure_persistence: None,
         ..ProptestConfig::default()
