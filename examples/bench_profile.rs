@@ -16,6 +16,12 @@
 //! as if the event referred to its history entry instead of copying it);
 //! `IDEMFLOW_PROFILE_OPS` = measured transitions (default 20000).
 //!
+//! `IDEMFLOW_PROFILE=compare` (not for callgrind) alternates blocks of
+//! `IDEMFLOW_PROFILE_OPS` / 20 transitions (default 1000) on the raw-sled
+//! baseline, the engine and the engine without batching, 20 rounds, and
+//! prints min and median time per transition of each: a wall-clock ratio that
+//! a noisy machine skews less than benchmarks run one after the other.
+//!
 //! `IDEMFLOW_PROFILE=immediate_threads` (with `IDEMFLOW_PROFILE_THREADS`,
 //! default 8) runs the transitions under `Immediate` on that many threads
 //! (disjoint entities) instead, to count flushes with strace:
@@ -108,6 +114,10 @@ fn main() {
                 }
             });
         }
+        "compare" => {
+            compare(dir.path(), &ids, (ops / 20).max(100));
+            return;
+        }
         other => panic!(
             "IDEMFLOW_PROFILE={other}: engine, engine_unbatched, raw, raw_one_tree or raw_outbox_ref"
         ),
@@ -116,6 +126,57 @@ fn main() {
     eprintln!(
         "{what}: {ops} transitions in {secs:.2} s ({:.1} us each)",
         secs * 1e6 / ops as f64
+    );
+}
+
+/// Alternating blocks of `block` transitions: raw sled, engine, engine
+/// without batching; prints min / median time per transition of each.
+fn compare(dir: &std::path::Path, ids: &[String], block: usize) {
+    let raw = RawSled::open(&dir.join("raw"), Templates::capture());
+    for id in ids {
+        raw.create(id);
+    }
+    let mut cursors = vec![Cursor::default(); ids.len()];
+    let (_a, batched) = open_engine(&dir.join("batched"), Durability::Buffered, true);
+    let (_b, unbatched) = open_engine(&dir.join("unbatched"), Durability::Buffered, false);
+    create_all(&batched, 0..ids.len());
+    create_all(&unbatched, 0..ids.len());
+    let payload = payload();
+    let mut times: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..21 {
+        let started = Instant::now();
+        run_raw(&raw, ids, &mut cursors, block);
+        let t0 = started.elapsed();
+        let started = Instant::now();
+        run_engine(&batched, ids, block, &payload);
+        let t1 = started.elapsed();
+        let started = Instant::now();
+        run_engine(&unbatched, ids, block, &payload);
+        let t2 = started.elapsed();
+        if round > 0 {
+            // round 0 warms up
+            for (list, t) in times.iter_mut().zip([t0, t1, t2]) {
+                list.push(t.as_secs_f64() * 1e6 / block as f64);
+            }
+        }
+    }
+    let mut medians = [0.0; 3];
+    for (i, (name, list)) in ["raw sled", "engine", "engine (no batching)"]
+        .iter()
+        .zip(times.iter_mut())
+        .enumerate()
+    {
+        list.sort_by(f64::total_cmp);
+        medians[i] = list[list.len() / 2];
+        eprintln!(
+            "{name:<22} min {:>7.2} us  median {:>7.2} us per transition",
+            list[0], medians[i]
+        );
+    }
+    eprintln!(
+        "throughput ratio engine / raw (medians): {:.2} (batching), {:.2} (no batching)",
+        medians[0] / medians[1],
+        medians[0] / medians[2]
     );
 }
 
