@@ -510,16 +510,20 @@ impl EngineInner {
             },
         };
         // Read-only fast path: a replay, a no-op without a key to store, or an
-        // error is decided from two plain reads and writes nothing. It is
-        // taken only when the request has no key or its key is live: a live
-        // key record never changes, so the answer is the one the atomic step
-        // would give.
-        let key = job.key();
-        let (record, key_record) = runtime.store.peek(id, key)?;
-        let key_is_live = key_record
-            .as_ref()
-            .is_some_and(|seen| seen.expires_at > job.now);
-        if key.is_none() || key_is_live {
+        // error is decided from plain reads and writes nothing. It is taken
+        // only when the request has no key or its key is live: a live key
+        // record never changes, so the answer is the one the atomic step
+        // would give. A request with a fresh key goes straight to the atomic
+        // step (it will write its key whatever happens), skipping the record read.
+        let key_record = match job.key() {
+            Some(key) => match runtime.store.key_record(key)? {
+                Some(seen) if seen.expires_at > job.now => Some(Some(seen)),
+                _ => None,
+            },
+            None => Some(None),
+        };
+        if let Some(key_record) = key_record {
+            let record = runtime.store.get(id)?;
             match job.decide(record.as_ref(), key_record.as_ref(), self.key_retention_ms) {
                 Ok(Decision::Replay(outcome))
                 | Ok(Decision::NoOp {

@@ -79,13 +79,8 @@ pub(crate) trait OutboxWatcher: Send {
 
 /// One machine's entities, history, state index and idempotency keys.
 pub(crate) trait MachineStore: Send + Sync {
-    /// Reads the record of `id` and the record of `key` without a transaction
-    /// (each read is atomic on its own).
-    fn peek(
-        &self,
-        id: &str,
-        key: Option<&str>,
-    ) -> Result<(Option<EntityRecord>, Option<KeyRecord>)>;
+    /// The record of idempotency key `key`, read without a transaction.
+    fn key_record(&self, key: &str) -> Result<Option<KeyRecord>>;
 
     /// The record of `id`.
     fn get(&self, id: &str) -> Result<Option<EntityRecord>>;

@@ -460,23 +460,15 @@ struct MachineViews<'a> {
 }
 
 impl MachineStore for SledMachine {
-    fn peek(
-        &self,
-        id: &str,
-        key: Option<&str>,
-    ) -> Result<(Option<EntityRecord>, Option<KeyRecord>)> {
-        let key_record = match key {
-            Some(key) => match self
-                .keys
-                .get(key.as_bytes())
-                .map_err(storage("reading an idempotency key"))?
-            {
-                Some(value) => Some(self.decode_key_record(key.as_bytes(), &value)?),
-                None => None,
-            },
-            None => None,
-        };
-        Ok((self.get(id)?, key_record))
+    fn key_record(&self, key: &str) -> Result<Option<KeyRecord>> {
+        match self
+            .keys
+            .get(key.as_bytes())
+            .map_err(storage("reading an idempotency key"))?
+        {
+            Some(value) => self.decode_key_record(key.as_bytes(), &value).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn get(&self, id: &str) -> Result<Option<EntityRecord>> {
