@@ -10,37 +10,12 @@ use std::time::Duration;
 
 use idemflow::{
     Durability, Engine, EntityRecord, Error, HistoryRecord, InputField, Limits, MachineDef,
-    NamedRequest, OutboxEvent, Request, StateMachine,
+    NamedRequest, OutboxEvent, Request,
 };
+mod common;
+
+use common::{door, OrderEvent, OrderState};
 use serde_json::{json, Value};
-
-/// An order's lifecycle.
-#[derive(StateMachine, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[machine(name = "order", initial = Draft, events = OrderEvent)]
-pub enum OrderState {
-    #[on(submit = Submitted, cancel = Cancelled)]
-    Draft,
-    #[on(pay = Paid, cancel = Cancelled)]
-    Submitted,
-    #[on(ship = Shipped, refund = Refunded)]
-    Paid,
-    #[terminal]
-    Shipped,
-    #[terminal]
-    Cancelled,
-    #[terminal]
-    Refunded,
-}
-
-fn door() -> MachineDef {
-    MachineDef::new("door", "closed")
-        .state("closed")
-        .state("open")
-        .terminal_state("removed")
-        .transition("closed", "open", "open")
-        .transition("open", "close", "closed")
-        .transition("closed", "remove", "removed")
-}
 
 /// Everything the API can read, for "nothing changed" comparisons.
 #[derive(Debug, PartialEq)]

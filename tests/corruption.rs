@@ -9,38 +9,11 @@
 use std::fmt::Debug;
 use std::path::Path;
 
-use idemflow::{
-    Durability, Engine, Error, MachineDef, NamedMachine, NamedRequest, Request, StateMachine,
-};
+use idemflow::{Durability, Engine, Error, MachineDef, NamedMachine, NamedRequest, Request};
+mod common;
+
+use common::{door, OrderEvent, OrderState};
 use serde_json::json;
-
-/// An order's lifecycle.
-#[derive(StateMachine, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[machine(name = "order", initial = Draft, events = OrderEvent)]
-pub enum OrderState {
-    #[on(submit = Submitted, cancel = Cancelled)]
-    Draft,
-    #[on(pay = Paid, cancel = Cancelled)]
-    Submitted,
-    #[on(ship = Shipped, refund = Refunded)]
-    Paid,
-    #[terminal]
-    Shipped,
-    #[terminal]
-    Cancelled,
-    #[terminal]
-    Refunded,
-}
-
-fn door() -> MachineDef {
-    MachineDef::new("door", "closed")
-        .state("closed")
-        .state("open")
-        .terminal_state("removed")
-        .transition("closed", "open", "open")
-        .transition("open", "close", "closed")
-        .transition("closed", "remove", "removed")
-}
 
 fn pay_a() -> Request<OrderState> {
     Request::fire(OrderEvent::Pay)

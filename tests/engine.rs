@@ -5,26 +5,10 @@ use std::time::Duration;
 use idemflow::{
     Durability, Engine, Error, InputField, Limits, MachineDef, NamedRequest, Request, StateMachine,
 };
-use serde_json::json;
+mod common;
 
-/// An order's lifecycle.
-#[derive(StateMachine, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[machine(name = "order", initial = Draft, events = OrderEvent)]
-pub enum OrderState {
-    /// Created, not yet submitted.
-    #[on(submit = Submitted, cancel = Cancelled)]
-    Draft,
-    #[on(pay = Paid, cancel = Cancelled)]
-    Submitted,
-    #[on(ship = Shipped, refund = Refunded)]
-    Paid,
-    #[terminal]
-    Shipped,
-    #[terminal]
-    Cancelled,
-    #[terminal]
-    Refunded,
-}
+use common::{OrderEvent, OrderState};
+use serde_json::json;
 
 fn engine() -> Engine {
     Engine::builder()

@@ -1,9 +1,10 @@
-//! Machines and checks shared by the property (`tests/model.rs`) and
-//! concurrency (`tests/concurrency.rs`) tests.
+//! Machines and checks shared by the integration tests. Each test crate
+//! uses a different subset, hence `allow(dead_code)`.
+#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use idemflow::{Machine, MachineEvent, OutboxEvent, StateMachine};
+use idemflow::{Machine, MachineDef, MachineEvent, OutboxEvent, StateMachine};
 
 /// The order machine of the documentation.
 #[derive(idemflow::StateMachine, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -21,6 +22,17 @@ pub enum OrderState {
     Cancelled,
     #[terminal]
     Refunded,
+}
+
+/// A door: a cycle (closed <-> open) with a way out (removed).
+pub fn door() -> MachineDef {
+    MachineDef::new("door", "closed")
+        .state("closed")
+        .state("open")
+        .terminal_state("removed")
+        .transition("closed", "open", "open")
+        .transition("open", "close", "closed")
+        .transition("closed", "remove", "removed")
 }
 
 /// A support ticket: a cycle (open -> in_progress -> resolved -> open), two
