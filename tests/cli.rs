@@ -677,3 +677,166 @@ fn the_examples_run() {
         assert!(graphs.join("order.svg").is_file());
     }
 }
+
+/// Everything the CLI can read of the fixture, as JSON, to compare before and after.
+fn dump(fixture: &Fixture) -> Vec<Value> {
+    let db = fixture.db();
+    let mut dump = vec![
+        json(&ok(fixture.run(&["machines", "--db", &db, "--json"]))),
+        json(&ok(
+            fixture.run(&["outbox", "--db", &db, "--limit", "1000", "--json"])
+        )),
+    ];
+    for id in ["o-1", "o-2", "o-3"] {
+        dump.push(json(&ok(
+            fixture.run(&["show", "--db", &db, "order", id, "--json"])
+        )));
+    }
+    dump
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let fixture = Fixture::new();
+    let db = fixture.db();
+    let before = dump(&fixture);
+    let long_id = "x".repeat(1025);
+    let long_key = "k".repeat(256);
+    let deep_payload = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let huge_payload = format!("\"{}\"", "p".repeat(70 * 1024));
+    // (arguments, what the one-line message must mention)
+    let refused: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["create", "--db", &db, "order", &long_id], "id"),
+        (vec!["create", "--db", &db, "order", ""], "id"),
+        (
+            vec!["apply", "--db", &db, "order", &long_id, "--event", "submit"],
+            "id",
+        ),
+        (
+            vec![
+                "apply", "--db", &db, "order", "o-3", "--event", "submit", "--key", &long_key,
+            ],
+            "key",
+        ),
+        (
+            vec![
+                "apply", "--db", &db, "order", "o-3", "--event", "submit", "--key", "",
+            ],
+            "key",
+        ),
+        (
+            vec![
+                "apply",
+                "--db",
+                &db,
+                "order",
+                "o-3",
+                "--event",
+                "submit",
+                "--payload",
+                "{not json",
+            ],
+            "payload",
+        ),
+        (
+            vec![
+                "apply",
+                "--db",
+                &db,
+                "order",
+                "o-3",
+                "--event",
+                "submit",
+                "--payload",
+                &deep_payload,
+            ],
+            "payload",
+        ),
+        (
+            vec![
+                "apply",
+                "--db",
+                &db,
+                "order",
+                "o-3",
+                "--event",
+                "submit",
+                "--payload",
+                &huge_payload,
+            ],
+            "payload",
+        ),
+        (
+            vec!["apply", "--db", &db, "order", "o-3", "--to", "lost"],
+            "lost",
+        ),
+        (
+            vec!["apply", "--db", &db, "order", "o-3", "--event", ""],
+            "event",
+        ),
+        (
+            vec!["apply", "--db", &db, "invoice", "o-3", "--event", "submit"],
+            "invoice",
+        ),
+        (
+            vec!["apply", "--db", &db, "order", "o-3", "--to", "shipped"],
+            "cannot go",
+        ),
+        (
+            vec![
+                "apply",
+                "--db",
+                &db,
+                "order",
+                "o-2",
+                "--to",
+                "paid",
+                "--expect-version",
+                "1",
+            ],
+            "version",
+        ),
+        (
+            vec![
+                "apply",
+                "--db",
+                &db,
+                "order",
+                "o-3",
+                "--to",
+                "cancelled",
+                "--key",
+                "pay-o-1",
+            ],
+            "key",
+        ),
+    ];
+    for (args, mentions) in &refused {
+        let message = user_error(fixture.run(args));
+        assert!(
+            message.to_lowercase().contains(mentions),
+            "{:?}: {message}",
+            &args[..args.len().min(7)]
+        );
+    }
+    // Malformed numbers are usage errors (exit 2).
+    for version in ["abc", "99999999999999999999999", "-1"] {
+        let output = fixture.run(&[
+            "apply",
+            "--db",
+            &db,
+            "order",
+            "o-3",
+            "--event",
+            "submit",
+            "--expect-version",
+            version,
+        ]);
+        assert_eq!(output.status.code(), Some(2), "--expect-version {version}");
+    }
+    assert_eq!(
+        dump(&fixture),
+        before,
+        "a refused command changed the database"
+    );
+}

@@ -398,3 +398,54 @@ fn sixteen_identical_concurrent_requests_apply_once() {
     assert_eq!(payments, 1);
     assert_eq!(Answer::of(server.get("/orders/o-2")).json()["version"], 3);
 }
+
+/// Malformed requests get 4xx with a JSON error body and write nothing.
+#[test]
+fn bad_requests_are_refused_and_change_nothing() {
+    let server = Server::start();
+    assert_eq!(server.create("o-1").status().as_u16(), 201);
+    let history = |id: &str| -> String {
+        let response = server.get(&format!("/orders/{id}/history"));
+        assert_eq!(response.status().as_u16(), 200);
+        response.text().expect("body")
+    };
+    let before = history("o-1");
+    let long_key = "k".repeat(256);
+    let deep = format!(
+        "{{\"event\": \"submit\", \"payload\": {}1{}}}",
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    let cases: Vec<(&str, &str, Option<&str>, Option<&str>, u16)> = vec![
+        ("o-1", "{not json", None, None, 400),
+        ("o-1", "{}", None, None, 400),
+        ("o-1", r#"{"to": "paid", "event": "pay"}"#, None, None, 400),
+        ("o-1", r#"{"to": "lost"}"#, None, None, 400),
+        ("o-1", r#"{"event": "teleport"}"#, None, None, 400),
+        ("o-1", r#"{"event": "submit"}"#, Some(""), None, 400),
+        ("o-1", r#"{"event": "submit"}"#, Some(&long_key), None, 400),
+        ("o-1", &deep, None, None, 400),
+        ("o-1", r#"{"event": "submit"}"#, None, Some("\"abc\""), 400),
+        ("o-1", r#"{"event": "submit"}"#, None, Some("\"7\""), 412),
+        ("o-1", r#"{"to": "shipped"}"#, None, None, 409),
+        ("o-404", r#"{"event": "submit"}"#, None, None, 404),
+    ];
+    for (id, body, key, if_match, status) in cases {
+        let response = server.transition(id, body, key, if_match);
+        assert_eq!(
+            response.status().as_u16(),
+            status,
+            "{body} key={key:?} if-match={if_match:?}"
+        );
+        let error: serde_json::Value = response.json().expect("a JSON error body");
+        assert!(error["error"].is_string(), "{error}");
+    }
+    let long_id = "x".repeat(1025);
+    assert_eq!(server.create(&long_id).status().as_u16(), 400);
+    assert_eq!(
+        history("o-1"),
+        before,
+        "a refused request changed the entity"
+    );
+    assert_eq!(server.get("/orders/o-404").status().as_u16(), 404);
+}
