@@ -416,7 +416,9 @@ fn bad_requests_are_refused_and_change_nothing() {
         "[".repeat(100),
         "]".repeat(100)
     );
-    let cases: Vec<(&str, &str, Option<&str>, Option<&str>, u16)> = vec![
+    // (id, body, Idempotency-Key, If-Match, expected status)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, u16);
+    let cases: Vec<Case<'_>> = vec![
         ("o-1", "{not json", None, None, 400),
         ("o-1", "{}", None, None, 400),
         ("o-1", r#"{"to": "paid", "event": "pay"}"#, None, None, 400),
