@@ -9,10 +9,10 @@
 use std::fmt::Debug;
 use std::path::Path;
 
-use idemflow::{Durability, Engine, Error, MachineDef, NamedMachine, NamedRequest, Request};
+use idemflow::{Engine, Error, MachineDef, NamedMachine, NamedRequest, Request};
 mod common;
 
-use common::{door, OrderEvent, OrderState};
+use common::{door, open, retry_locked, OrderEvent, OrderState};
 use serde_json::json;
 
 fn pay_a() -> Request<OrderState> {
@@ -20,31 +20,6 @@ fn pay_a() -> Request<OrderState> {
         .key("pay-a")
         .payload(json!({"amount": 7}))
         .actor("alice")
-}
-
-fn open(dir: &Path) -> Engine {
-    retry_locked(|| Engine::builder().durability(Durability::Buffered).open(dir))
-}
-
-/// Runs `open` until it stops failing with a lock error (for up to 5 s).
-/// sled releases the directory lock from background threads a moment after
-/// the last handle is dropped, so an open right after a close in the same
-/// process may be refused (see `tests/crash.rs`,
-/// `reopening_at_once_after_close_is_never_locked`).
-fn retry_locked<T, E: std::fmt::Debug>(open: impl Fn() -> Result<T, E>) -> T {
-    let started = std::time::Instant::now();
-    loop {
-        match open() {
-            Ok(value) => return value,
-            Err(error)
-                if format!("{error:?}").to_lowercase().contains("lock")
-                    && started.elapsed() < std::time::Duration::from_secs(5) =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(error) => panic!("opening the database: {error:?}"),
-        }
-    }
 }
 
 /// order: `a` paid (v3, keyed payment), `b` submitted (v2, keyed), `c` draft

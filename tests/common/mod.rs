@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use idemflow::{Machine, MachineDef, MachineEvent, OutboxEvent, StateMachine};
+use std::path::Path;
+
+use idemflow::{Durability, Engine, Machine, MachineDef, MachineEvent, OutboxEvent, StateMachine};
 
 /// The order machine of the documentation.
 #[derive(idemflow::StateMachine, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -184,4 +186,30 @@ pub fn check_invariants<M: StateMachine>(
         }
     }
     histories
+}
+
+/// Opens a `Buffered` engine on `dir`, waiting out a lock that is being released.
+pub fn open(dir: &Path) -> Engine {
+    retry_locked(|| Engine::builder().durability(Durability::Buffered).open(dir))
+}
+
+/// Runs `open` until it stops failing with a lock error (for up to 5 s).
+/// sled releases the directory lock from background threads a moment after
+/// the last handle is dropped, so an open right after a close in the same
+/// process may be refused (see `tests/crash.rs`,
+/// `reopening_at_once_after_close_is_never_locked`).
+pub fn retry_locked<T, E: std::fmt::Debug>(open: impl Fn() -> Result<T, E>) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        match open() {
+            Ok(value) => return value,
+            Err(error)
+                if format!("{error:?}").to_lowercase().contains("lock")
+                    && started.elapsed() < std::time::Duration::from_secs(5) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => panic!("opening the database: {error:?}"),
+        }
+    }
 }
