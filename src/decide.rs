@@ -164,15 +164,14 @@ pub(crate) struct DecisionInput<'a> {
     pub(crate) guard: GuardCheck<'a>,
 }
 
-/// SPEC step 1: limits and names, before anything is read. Returns the
-/// payload's compact JSON when there is one.
+/// SPEC step 1: limits and names, before anything is read.
 pub(crate) fn check_request(
     rules: &MachineRules,
     limits: &Limits,
     id: &str,
     request: &RequestSpec,
-) -> Result<Option<Vec<u8>>> {
-    let payload = limits.check_request(id, request)?;
+) -> Result<()> {
+    limits.check_request(id, request)?;
     match &request.target {
         Target::To(state) if rules.state(state).is_none() => Err(Error::invalid_input(
             InputField::State,
@@ -184,7 +183,7 @@ pub(crate) fn check_request(
                 format!("{event:?} is not an event of machine {}", rules.name()),
             ))
         }
-        _ => Ok(payload),
+        _ => Ok(()),
     }
 }
 

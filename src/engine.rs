@@ -547,16 +547,8 @@ impl EngineInner {
         create: CreateSpec,
     ) -> Result<OutcomeRecord> {
         self.limits.check_id(id)?;
-        self.limits.check_request(
-            id,
-            &RequestSpec {
-                target: crate::request::Target::To(runtime.rules.def().initial.clone().into()),
-                key: None,
-                expected_version: None,
-                payload: create.payload.clone(),
-                actor: create.actor.clone(),
-            },
-        )?;
+        self.limits.check_actor(create.actor.as_deref())?;
+        self.limits.check_payload(create.payload.as_ref())?;
         let job = Job {
             runtime: runtime.clone(),
             id: id.to_owned(),

@@ -231,59 +231,78 @@ impl Limits {
         check_length(InputField::Id, id, self.max_id_bytes)
     }
 
-    /// Checks a request's id, key, payload and actor. Returns the payload's
-    /// compact JSON encoding (which storage reuses) when there is one.
-    pub(crate) fn check_request(&self, id: &str, spec: &RequestSpec) -> Result<Option<Vec<u8>>> {
+    /// Checks a request's id, key, target name, actor and payload.
+    pub(crate) fn check_request(&self, id: &str, spec: &RequestSpec) -> Result<()> {
         self.check_id(id)?;
         if let Some(key) = &spec.key {
             check_length(InputField::Key, key, self.max_key_bytes)?;
         }
-        if let Some(actor) = &spec.actor {
-            if actor.len() > self.max_actor_bytes {
-                return Err(Error::invalid_input(
-                    InputField::Actor,
-                    format!(
-                        "{} bytes is longer than the limit of {} bytes",
-                        actor.len(),
-                        self.max_actor_bytes
-                    ),
-                ));
-            }
-        }
-        let name = spec.target.name();
-        if name.is_empty() {
+        if spec.target.name().is_empty() {
             let field = match spec.target {
                 Target::To(_) => InputField::State,
                 Target::Fire(_) => InputField::Event,
             };
             return Err(Error::invalid_input(field, "the name is empty"));
         }
-        match &spec.payload {
-            None => Ok(None),
-            Some(payload) => {
-                let max_depth = self.max_payload_depth.min(MAX_READABLE_DEPTH);
-                if nesting_depth(payload) > max_depth {
-                    return Err(Error::invalid_input(
-                        InputField::Payload,
-                        format!("nested deeper than the limit of {max_depth} levels"),
-                    ));
-                }
-                let bytes = serde_json::to_vec(payload).map_err(|error| {
-                    Error::invalid_input(InputField::Payload, error.to_string())
-                })?;
-                if bytes.len() > self.max_payload_bytes {
-                    return Err(Error::invalid_input(
-                        InputField::Payload,
-                        format!(
-                            "{} bytes of JSON is larger than the limit of {} bytes",
-                            bytes.len(),
-                            self.max_payload_bytes
-                        ),
-                    ));
-                }
-                Ok(Some(bytes))
-            }
+        self.check_actor(spec.actor.as_deref())?;
+        self.check_payload(spec.payload.as_ref())
+    }
+
+    /// Checks an actor: at most `max_actor_bytes` bytes.
+    pub(crate) fn check_actor(&self, actor: Option<&str>) -> Result<()> {
+        match actor {
+            Some(actor) if actor.len() > self.max_actor_bytes => Err(Error::invalid_input(
+                InputField::Actor,
+                format!(
+                    "{} bytes is longer than the limit of {} bytes",
+                    actor.len(),
+                    self.max_actor_bytes
+                ),
+            )),
+            _ => Ok(()),
         }
+    }
+
+    /// Checks a payload: nesting depth and size of its compact JSON, counted
+    /// without building the JSON text.
+    pub(crate) fn check_payload(&self, payload: Option<&Value>) -> Result<()> {
+        let Some(payload) = payload else {
+            return Ok(());
+        };
+        let max_depth = self.max_payload_depth.min(MAX_READABLE_DEPTH);
+        if nesting_depth(payload) > max_depth {
+            return Err(Error::invalid_input(
+                InputField::Payload,
+                format!("nested deeper than the limit of {max_depth} levels"),
+            ));
+        }
+        let mut size = ByteCount(0);
+        serde_json::to_writer(&mut size, payload)
+            .map_err(|error| Error::invalid_input(InputField::Payload, error.to_string()))?;
+        if size.0 > self.max_payload_bytes {
+            return Err(Error::invalid_input(
+                InputField::Payload,
+                format!(
+                    "{} bytes of JSON is larger than the limit of {} bytes",
+                    size.0, self.max_payload_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A writer that only counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
