@@ -503,6 +503,7 @@ impl EngineInner {
         let job = Job {
             runtime: runtime.clone(),
             id: id.to_owned(),
+            stored_key: request.stored_key(),
             now: now_ms(),
             kind: JobKind::Apply {
                 fingerprint: Fingerprint::of(id, &request),
@@ -552,6 +553,7 @@ impl EngineInner {
         let job = Job {
             runtime: runtime.clone(),
             id: id.to_owned(),
+            stored_key: None,
             now: now_ms(),
             kind: JobKind::Create(create),
         };
@@ -597,6 +599,8 @@ fn repeat_error(error: &Error, count: usize) -> Vec<Result<OutcomeRecord>> {
 pub(crate) struct Job {
     runtime: Arc<MachineRuntime>,
     id: String,
+    /// The idempotency key as stored (scope included).
+    stored_key: Option<Vec<u8>>,
     now: u64,
     kind: JobKind,
 }
@@ -610,11 +614,8 @@ enum JobKind {
 }
 
 impl Job {
-    fn key(&self) -> Option<&str> {
-        match &self.kind {
-            JobKind::Apply { request, .. } => request.key.as_deref(),
-            JobKind::Create(_) => None,
-        }
+    fn key(&self) -> Option<&[u8]> {
+        self.stored_key.as_deref()
     }
 
     /// The pure decision for this job over the loaded records.

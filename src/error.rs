@@ -19,6 +19,8 @@ pub enum InputField {
     Id,
     /// The idempotency key.
     Key,
+    /// The idempotency key's scope.
+    Scope,
     /// The JSON payload.
     Payload,
     /// The actor (metadata).
@@ -38,6 +40,7 @@ impl fmt::Display for InputField {
         f.write_str(match self {
             InputField::Id => "id",
             InputField::Key => "idempotency key",
+            InputField::Scope => "key scope",
             InputField::Payload => "payload",
             InputField::Actor => "actor",
             InputField::State => "state",
@@ -135,15 +138,15 @@ pub enum Error {
     },
 
     /// The idempotency key was already used for a different request. A key is
-    /// bound to its first request; use a new key for a new request.
-    #[error("idempotency key {key:?} of machine {machine} was first used for another request (on {original_id:?}); use a new key for a new request")]
+    /// bound to its first request; use a new key for a new request. The error
+    /// never says which entity or request the key was first used for: a key
+    /// presented by someone else must not reveal their data.
+    #[error("idempotency key {key:?} of machine {machine} was already used for a different request; use a new key for a new request")]
     KeyReused {
         /// The machine's name.
         machine: String,
-        /// The key.
+        /// The key, as the caller gave it (without its scope).
         key: String,
-        /// The entity id of the request the key was first used for.
-        original_id: String,
     },
 
     /// A guard attached to the transition rejected it. Nothing was written.

@@ -33,6 +33,9 @@ impl Target {
 pub(crate) struct RequestSpec {
     pub(crate) target: Target,
     pub(crate) key: Option<String>,
+    /// Who the key belongs to (a client, tenant or account): equal key
+    /// strings from two scopes never meet.
+    pub(crate) scope: Option<String>,
     pub(crate) expected_version: Option<u64>,
     pub(crate) payload: Option<Value>,
     pub(crate) actor: Option<String>,
@@ -43,12 +46,41 @@ impl RequestSpec {
         RequestSpec {
             target,
             key: None,
+            scope: None,
             expected_version: None,
             payload: None,
             actor: None,
         }
     }
+
+    /// The bytes the key record is stored under: the key itself for an
+    /// unscoped key (the format of every earlier release); for a scoped key,
+    /// `0xFF` (a byte no UTF-8 text starts with, so the two can never
+    /// collide), the scope length-prefixed, then the key.
+    pub(crate) fn stored_key(&self) -> Option<Vec<u8>> {
+        let key = self.key.as_deref()?;
+        Some(stored_key(self.scope.as_deref(), key))
+    }
 }
+
+/// The stored form of an idempotency key in `scope`; see [`RequestSpec::stored_key`].
+pub(crate) fn stored_key(scope: Option<&str>, key: &str) -> Vec<u8> {
+    match scope {
+        None => key.as_bytes().to_vec(),
+        Some(scope) => {
+            let mut bytes = Vec::with_capacity(5 + scope.len() + key.len());
+            bytes.push(SCOPED_KEY_TAG);
+            // Scopes are bounded far below 4 GiB by the input limits.
+            bytes.extend_from_slice(&(scope.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(scope.as_bytes());
+            bytes.extend_from_slice(key.as_bytes());
+            bytes
+        }
+    }
+}
+
+/// The first byte of a scoped key's stored form (never the first byte of UTF-8 text).
+pub(crate) const SCOPED_KEY_TAG: u8 = 0xFF;
 
 /// Generates the builder methods shared by [`Request`] and [`NamedRequest`].
 macro_rules! request_builder_methods {
@@ -58,6 +90,16 @@ macro_rules! request_builder_methods {
         #[must_use]
         pub fn key(mut self, key: impl Into<String>) -> Self {
             self.spec.key = Some(key.into());
+            self
+        }
+
+        /// Scopes the idempotency key to a client, tenant or account: keys are
+        /// looked up per machine *and* scope, so equal key strings sent by two
+        /// scopes never meet (neither replays nor `KeyReused` crosses scopes).
+        /// Without a scope, keys are shared by every caller of the machine.
+        #[must_use]
+        pub fn scope(mut self, scope: impl Into<String>) -> Self {
+            self.spec.scope = Some(scope.into());
             self
         }
 
@@ -86,6 +128,11 @@ macro_rules! request_builder_methods {
         /// The idempotency key, if set.
         pub fn key_ref(&self) -> Option<&str> {
             self.spec.key.as_deref()
+        }
+
+        /// The key's scope, if set.
+        pub fn scope_ref(&self) -> Option<&str> {
+            self.spec.scope.as_deref()
         }
 
         /// The expected version, if set.
@@ -204,6 +251,8 @@ pub struct Limits {
     pub max_id_bytes: usize,
     /// Longest idempotency key in bytes (keys must be non-empty). Default 255.
     pub max_key_bytes: usize,
+    /// Longest key scope in bytes (scopes must be non-empty). Default 255.
+    pub max_scope_bytes: usize,
     /// Largest payload in bytes of compact JSON. Default 64 KiB.
     pub max_payload_bytes: usize,
     /// Longest actor in bytes. Default 1024.
@@ -218,6 +267,7 @@ impl Default for Limits {
         Limits {
             max_id_bytes: 1024,
             max_key_bytes: 255,
+            max_scope_bytes: 255,
             max_payload_bytes: 64 * 1024,
             max_actor_bytes: 1024,
             max_payload_depth: 64,
@@ -236,6 +286,15 @@ impl Limits {
         self.check_id(id)?;
         if let Some(key) = &spec.key {
             check_length(InputField::Key, key, self.max_key_bytes)?;
+        }
+        if let Some(scope) = &spec.scope {
+            check_length(InputField::Scope, scope, self.max_scope_bytes)?;
+            if spec.key.is_none() {
+                return Err(Error::invalid_input(
+                    InputField::Scope,
+                    "a scope needs an idempotency key to scope",
+                ));
+            }
         }
         if spec.target.name().is_empty() {
             let field = match spec.target {

@@ -234,7 +234,6 @@ enum ModelError {
     KeyReused {
         machine: String,
         key: String,
-        original_id: String,
     },
 }
 
@@ -264,15 +263,7 @@ fn model_error(error: Error) -> ModelError {
             expected,
             actual,
         },
-        Error::KeyReused {
-            machine,
-            key,
-            original_id,
-        } => ModelError::KeyReused {
-            machine,
-            key,
-            original_id,
-        },
+        Error::KeyReused { machine, key } => ModelError::KeyReused { machine, key },
         other => panic!("unexpected engine error: {other}"),
     }
 }
@@ -392,7 +383,6 @@ impl MachineModel {
                 return Err(ModelError::KeyReused {
                     machine: self.name.to_owned(),
                     key: key.to_owned(),
-                    original_id: seen.outcome.id.clone(),
                 });
             }
         }

@@ -26,8 +26,8 @@ pub(crate) struct StoreRequest<'a> {
     pub(crate) machine: &'a str,
     /// The entity id.
     pub(crate) id: &'a str,
-    /// The idempotency key, if any.
-    pub(crate) key: Option<&'a str>,
+    /// The idempotency key as stored (scope included), if any.
+    pub(crate) key: Option<&'a [u8]>,
     /// The pure decision over the loaded record and key record.
     pub(crate) decide: DecideFn<'a>,
 }
@@ -80,7 +80,7 @@ pub(crate) trait OutboxWatcher: Send {
 /// One machine's entities, history, state index and idempotency keys.
 pub(crate) trait MachineStore: Send + Sync {
     /// The record of idempotency key `key`, read without a transaction.
-    fn key_record(&self, key: &str) -> Result<Option<KeyRecord>>;
+    fn key_record(&self, key: &[u8]) -> Result<Option<KeyRecord>>;
 
     /// The record of `id`.
     fn get(&self, id: &str) -> Result<Option<EntityRecord>>;

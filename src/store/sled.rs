@@ -392,8 +392,8 @@ impl SledMachine {
             None => None,
         };
         let key_record = match request.key {
-            Some(key) => match trees.keys.get(key.as_bytes())? {
-                Some(value) => match self.decode_key_record(key.as_bytes(), &value) {
+            Some(key) => match trees.keys.get(key)? {
+                Some(value) => match self.decode_key_record(key, &value) {
                     Ok(record) => Some(record),
                     Err(error) => return Ok(Err(error)),
                 },
@@ -415,9 +415,7 @@ impl SledMachine {
                 ..
             } => {
                 if let Some(key) = request.key {
-                    trees
-                        .keys
-                        .insert(key.as_bytes(), codec::encode_key_record(record))?;
+                    trees.keys.insert(key, codec::encode_key_record(record))?;
                 }
             }
             Decision::Apply(applied) => {
@@ -436,9 +434,7 @@ impl SledMachine {
                     .by_state
                     .insert(codec::state_key(&applied.record.state, id), codec::marker())?;
                 if let (Some(key), Some(record)) = (request.key, &applied.key_record) {
-                    trees
-                        .keys
-                        .insert(key.as_bytes(), codec::encode_key_record(record))?;
+                    trees.keys.insert(key, codec::encode_key_record(record))?;
                 }
                 trees.outbox.insert(
                     codec::outbox_key(&self.machine, id, version, applied.history.at),
@@ -460,13 +456,13 @@ struct MachineViews<'a> {
 }
 
 impl MachineStore for SledMachine {
-    fn key_record(&self, key: &str) -> Result<Option<KeyRecord>> {
+    fn key_record(&self, key: &[u8]) -> Result<Option<KeyRecord>> {
         match self
             .keys
-            .get(key.as_bytes())
+            .get(key)
             .map_err(storage("reading an idempotency key"))?
         {
-            Some(value) => self.decode_key_record(key.as_bytes(), &value).map(Some),
+            Some(value) => self.decode_key_record(key, &value).map(Some),
             None => Ok(None),
         }
     }
