@@ -466,6 +466,7 @@ mod tests {
         RequestSpec {
             target: Target::To(state.to_owned().into()),
             key: None,
+            scope: None,
             expected_version: None,
             payload: None,
             actor: None,
