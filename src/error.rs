@@ -149,6 +149,37 @@ pub enum Error {
         key: String,
     },
 
+    /// A guard attached to the transition panicked. The panic stays with the
+    /// caller whose request ran the guard; nothing was written, and other
+    /// requests are unaffected. A guard that panics is a bug to fix; the
+    /// request can be retried once it is.
+    #[error(
+        "{id:?}: a guard of the transition to {to:?} panicked ({message}); nothing was written"
+    )]
+    GuardPanicked {
+        /// The entity id.
+        id: String,
+        /// The target state.
+        to: String,
+        /// The panic's message.
+        message: String,
+    },
+
+    /// The outcome of the request is unknown: it was committed, but making it
+    /// durable failed (or the engine stopped before answering). The change
+    /// may or may not survive a crash. Retrying with the same idempotency key
+    /// is safe and tells: a replay if the change is there, the change applied
+    /// once otherwise.
+    #[error("outcome unknown for {machine} {id:?}: {reason}; the change may be durable, so retry with the same idempotency key (that is safe)")]
+    CommitUnknown {
+        /// The machine's name.
+        machine: String,
+        /// The entity id.
+        id: String,
+        /// What failed.
+        reason: String,
+    },
+
     /// A guard attached to the transition rejected it. Nothing was written.
     #[error("{id:?}: transition from {from:?} to {to:?} rejected by guard: {reason}")]
     GuardRejected {

@@ -48,34 +48,55 @@ pub(crate) enum GuardScope {
     Event(String),
 }
 
+impl GuardScope {
+    fn watches(&self, input: &NamedGuardInput<'_>) -> bool {
+        match self {
+            GuardScope::To(state) => state == input.to,
+            GuardScope::Event(event) => match input.event {
+                Some(fired) => fired == event,
+                None => input.declared_events.iter().any(|e| e == event),
+            },
+        }
+    }
+}
+
 type GuardFn = Arc<dyn Fn(&NamedGuardInput<'_>) -> std::result::Result<(), String> + Send + Sync>;
 
-/// The guards of one machine.
+/// The guards of one machine. Immutable once shared: adding a guard makes a
+/// new set ([`Guards::with`]), so a caller runs a snapshot without holding
+/// any lock while user code runs.
 #[derive(Clone, Default)]
 pub(crate) struct Guards {
     guards: Vec<(GuardScope, GuardFn)>,
 }
 
 impl Guards {
-    pub(crate) fn add<F>(&mut self, scope: GuardScope, guard: F)
+    /// This set plus one guard.
+    pub(crate) fn with<F>(&self, scope: GuardScope, guard: F) -> Guards
     where
         F: Fn(&NamedGuardInput<'_>) -> std::result::Result<(), String> + Send + Sync + 'static,
     {
-        self.guards.push((scope, Arc::new(guard)));
+        let mut guards = self.guards.clone();
+        guards.push((scope, Arc::new(guard)));
+        Guards { guards }
+    }
+
+    /// Whether no guard is registered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.guards.is_empty()
+    }
+
+    /// Whether any guard watches this transition (no user code runs).
+    pub(crate) fn watches(&self, input: &NamedGuardInput<'_>) -> bool {
+        self.guards.iter().any(|(scope, _)| scope.watches(input))
     }
 
     /// Runs every guard that watches this transition, in the order they were
-    /// added; the first rejection wins.
+    /// added; the first rejection wins. User code: call it only on the
+    /// requesting caller's thread, with no lock held.
     pub(crate) fn check(&self, input: &NamedGuardInput<'_>) -> std::result::Result<(), String> {
         for (scope, guard) in &self.guards {
-            let watches = match scope {
-                GuardScope::To(state) => state == input.to,
-                GuardScope::Event(event) => match input.event {
-                    Some(fired) => fired == event,
-                    None => input.declared_events.iter().any(|e| e == event),
-                },
-            };
-            if watches {
+            if scope.watches(input) {
                 guard(input)?;
             }
         }

@@ -87,7 +87,7 @@
 // Lets the derive macro name `::idemflow` from inside this crate too (tests, docs).
 extern crate self as idemflow;
 
-mod batch;
+mod clock;
 mod decide;
 mod durability;
 mod engine;
@@ -99,7 +99,10 @@ mod outbox;
 mod outcome;
 mod request;
 mod store;
+pub mod testing;
+mod write;
 
+pub use clock::{Clock, SystemClock};
 pub use decide::NamedGuardInput;
 pub use durability::Durability;
 pub use engine::{Engine, EngineBuilder, Machine, NamedMachine};
@@ -112,6 +115,7 @@ pub use outcome::{
     Entity, EntityRecord, HistoryEntry, HistoryRecord, OutboxEvent, Outcome, OutcomeRecord,
 };
 pub use request::{Fingerprint, Limits, NamedRequest, Request, Target};
+pub use store::PendingEntry;
 
 /// Derives [`StateMachine`](trait@StateMachine) for a state enum; see `docs/machines.md`.
 pub use idemflow_macros::StateMachine;

@@ -1,11 +1,12 @@
 //! The outbox: one event per applied change, delivered at least once.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::outcome::OutboxEvent;
-use crate::store::OutboxWatcher;
+use crate::store::PendingEntry;
+use crate::write::jobs::Task;
 
 /// The outbox of an engine: every applied change (creations included) as an
 /// [`OutboxEvent`], written in the same atomic step as the change.
@@ -14,6 +15,12 @@ use crate::store::OutboxWatcher;
 /// [`ack`](Outbox::ack) them. Delivery is at least once (a consumer that
 /// crashes before acknowledging sees the events again), so consumers
 /// deduplicate on `(machine, id, version)`.
+///
+/// The outbox hands out only events that are on stable storage, so no
+/// consumer ever acts on a change that a crash could take back; it never
+/// forces a sync to do so. Under [`Durability::Buffered`](crate::Durability::Buffered)
+/// an event appears once the background sync covered it (100 ms by default)
+/// or after [`Engine::flush`].
 ///
 /// ```
 /// use idemflow::{Engine, MachineDef};
@@ -37,64 +44,168 @@ pub struct Outbox {
     engine: Engine,
 }
 
+/// How many entries a scan reads at a time.
+const SCAN_CHUNK: usize = 256;
+
 impl Outbox {
     pub(crate) fn new(engine: Engine) -> Self {
         Outbox { engine }
     }
 
-    /// Up to `limit` pending events, oldest first; an entity's events are in
-    /// version order. Makes the database durable first, so it never hands out
-    /// an event that a crash could still lose (even under `Buffered`).
+    /// Up to `limit` pending events, oldest first (in commit order; an
+    /// entity's events are in version order). An entry that fails to decode
+    /// does not block the others: it is skipped here (and logged as a
+    /// `tracing` warning); [`pending_entries`](Outbox::pending_entries)
+    /// reports it with its position, to acknowledge or quarantine.
     pub fn pending(&self, limit: usize) -> Result<Vec<OutboxEvent>> {
-        self.engine.flush()?;
-        self.engine.inner().store.outbox_pending(limit)
+        let mut events = Vec::with_capacity(limit.min(SCAN_CHUNK));
+        let mut after = None;
+        while events.len() < limit {
+            let entries = self.engine.inner().store.outbox_after(after, SCAN_CHUNK)?;
+            let done = entries.len() < SCAN_CHUNK;
+            for entry in entries {
+                after = Some(entry.position());
+                match entry {
+                    PendingEntry::Event(event) if events.len() < limit => events.push(event),
+                    PendingEntry::Event(_) => break,
+                    PendingEntry::Undecodable { position, error } => {
+                        tracing::warn!(position, %error, "skipped an undecodable outbox entry");
+                    }
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        Ok(events)
+    }
+
+    /// Up to `limit` pending entries, oldest first, including the ones that
+    /// fail to decode ([`PendingEntry::Undecodable`], with their position and
+    /// the `Corrupt` error), so a consumer can acknowledge
+    /// ([`ack_positions`](Outbox::ack_positions)) or
+    /// [`quarantine`](Outbox::quarantine) them.
+    pub fn pending_entries(&self, limit: usize) -> Result<Vec<PendingEntry>> {
+        self.engine.inner().store.outbox_after(None, limit)
     }
 
     /// Removes processed events; returns how many were still pending.
     /// Acknowledging an event twice is harmless.
     pub fn ack(&self, events: &[OutboxEvent]) -> Result<usize> {
-        self.engine.inner().store.outbox_ack(events)
+        let positions: Vec<u64> = events.iter().map(|event| event.position).collect();
+        self.ack_positions(&positions)
     }
 
-    /// The number of pending events.
+    /// Removes the entries at these positions (decodable or not); returns how
+    /// many were still pending.
+    pub fn ack_positions(&self, positions: &[u64]) -> Result<usize> {
+        if positions.is_empty() {
+            return Ok(0);
+        }
+        let positions = positions.to_vec();
+        let task: Task = Box::new(move |store| {
+            store
+                .outbox_remove(&positions)
+                .map(|removed| removed as u64)
+        });
+        self.engine
+            .inner()
+            .run_task(task, "acknowledging outbox events")
+            .map(|removed| usize::try_from(removed).unwrap_or(usize::MAX))
+    }
+
+    /// Moves the entry at `position` out of the outbox into the
+    /// `outbox_quarantine` tree, where it is kept (for inspection) but never
+    /// delivered. Returns whether it was pending.
+    pub fn quarantine(&self, position: u64) -> Result<bool> {
+        let task: Task = Box::new(move |store| store.outbox_quarantine(position).map(u64::from));
+        self.engine
+            .inner()
+            .run_task(task, "quarantining an outbox entry")
+            .map(|moved| moved > 0)
+    }
+
+    /// The number of pending entries (including ones not yet durable).
     pub fn len(&self) -> Result<usize> {
         self.engine.inner().store.outbox_len()
     }
 
-    /// Whether no event is pending.
+    /// Whether no entry is pending.
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
     }
 
     /// A blocking feed of the events committed from now on, in commit order,
-    /// for services that react at once. Each event is handed out only once it
-    /// is durable. It does not remove events: acknowledge them (or rely on
-    /// [`pending`](Outbox::pending)) for at-least-once delivery across restarts.
+    /// for services that react at once. Each event is handed out once it is
+    /// durable. The feed reads the outbox itself (it keeps only its position),
+    /// so a subscription that is never polled costs nothing and blocks no
+    /// one, and one that falls behind catches up from the outbox (events
+    /// acknowledged meanwhile are skipped). It does not remove events:
+    /// acknowledge them (or rely on [`pending`](Outbox::pending)) for
+    /// at-least-once delivery across restarts.
     pub fn subscribe(&self) -> Subscription {
+        let after = self.last_position();
         Subscription {
             engine: self.engine.clone(),
-            watcher: self.engine.inner().store.outbox_watcher(),
+            after,
         }
+    }
+
+    /// The position of the newest entry (durable or not), if any.
+    fn last_position(&self) -> Option<u64> {
+        self.engine
+            .inner()
+            .store
+            .outbox_last_position()
+            .ok()
+            .flatten()
     }
 }
 
 /// A blocking iterator over newly committed outbox events; see [`Outbox::subscribe`].
 pub struct Subscription {
     engine: Engine,
-    watcher: Box<dyn OutboxWatcher>,
+    /// The position of the last entry handed out (or skipped).
+    after: Option<u64>,
 }
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription").finish_non_exhaustive()
+        f.debug_struct("Subscription")
+            .field("after", &self.after)
+            .finish_non_exhaustive()
     }
 }
 
 impl Subscription {
-    /// Waits up to `timeout` for the next event (`None` if none came).
+    /// Waits up to `timeout` for the next event (`None` if none came). An
+    /// entry that fails to decode is handed out as its `Corrupt` error; the
+    /// feed goes on after it.
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<OutboxEvent>> {
-        let event = self.watcher.next_event(timeout)?;
-        Some(self.engine.flush().and(event))
+        let deadline = Instant::now() + timeout;
+        let published = self.engine.inner().writer.published();
+        loop {
+            // Read the generation before the outbox, so an event published
+            // between the two wakes the wait below.
+            let seen = published.generation();
+            match self.engine.inner().store.outbox_after(self.after, 1) {
+                Err(error) => return Some(Err(error)),
+                Ok(entries) => {
+                    if let Some(entry) = entries.into_iter().next() {
+                        self.after = Some(entry.position());
+                        return Some(match entry {
+                            PendingEntry::Event(event) => Ok(event),
+                            PendingEntry::Undecodable { error, .. } => Err(error),
+                        });
+                    }
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            published.wait_past(seen, left);
+        }
     }
 }
 

@@ -271,6 +271,11 @@ impl<M: StateMachine> HistoryEntry<M> {
 /// event twice (delivery is at least once) deduplicates on it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEvent {
+    /// Where the event sits in the outbox: positions grow in commit order and
+    /// are unique among pending events. [`Outbox::ack_positions`](crate::Outbox::ack_positions)
+    /// and [`Outbox::quarantine`](crate::Outbox::quarantine) take it.
+    #[serde(default)]
+    pub position: u64,
     /// The machine's name.
     pub machine: String,
     /// The entity id.

@@ -351,6 +351,14 @@ impl Limits {
     }
 }
 
+/// The size of `value` as compact JSON, counted without building the text.
+pub(crate) fn json_size(value: &Value) -> usize {
+    let mut size = ByteCount(0);
+    // Writing a `Value` to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut size, value);
+    size.0
+}
+
 /// A writer that only counts the bytes written to it.
 struct ByteCount(usize);
 

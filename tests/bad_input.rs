@@ -51,7 +51,10 @@ fn api_dump(engine: &Engine) -> ApiDump {
         machines,
         entities,
         counts,
-        outbox: engine.outbox().pending(usize::MAX).unwrap(),
+        outbox: {
+            engine.flush().unwrap();
+            engine.outbox().pending(usize::MAX).unwrap()
+        },
         outbox_len: engine.outbox().len().unwrap(),
     }
 }
@@ -60,7 +63,7 @@ type RawDump = BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
 
 /// Every key and value of every sled tree (the engine must be closed).
 fn raw_dump(dir: &Path) -> RawDump {
-    let db = retry_locked(|| sled::open(dir));
+    let db = retry_locked(|| common::open_sled(dir));
     let mut dump = BTreeMap::new();
     for name in db.tree_names() {
         let tree = db.open_tree(&name).unwrap();
@@ -464,6 +467,7 @@ fn odd_but_valid_text_round_trips() {
     doors.create("a").unwrap();
     assert_eq!(doors.history("a").unwrap().len(), 1);
     assert_eq!(doors.history("ab").unwrap().len(), 1);
+    engine.flush().unwrap();
     let events = engine.outbox().pending(usize::MAX).unwrap();
     assert_eq!(events.len(), 2 * expected.len() + 2);
 }

@@ -30,6 +30,7 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
 }
 
 fn pending(engine: &Engine) -> Vec<OutboxEvent> {
+    engine.flush().unwrap();
     engine.outbox().pending(usize::MAX).unwrap()
 }
 

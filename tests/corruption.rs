@@ -9,7 +9,7 @@
 use std::fmt::Debug;
 use std::path::Path;
 
-use idemflow::{Engine, Error, MachineDef, NamedMachine, NamedRequest, Request};
+use idemflow::{Engine, Error, MachineDef, NamedMachine, NamedRequest, PendingEntry, Request};
 mod common;
 
 use common::{door, open, retry_locked, OrderEvent, OrderState};
@@ -48,7 +48,7 @@ fn damaged(damage: impl FnOnce(&sled::Db)) -> (tempfile::TempDir, Engine) {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path());
     {
-        let db = retry_locked(|| sled::open(dir.path()));
+        let db = retry_locked(|| common::open_sled(dir.path()));
         damage(&db);
         db.flush().unwrap();
     }
@@ -223,7 +223,7 @@ fn entity_value_truncated_extended_or_emptied() {
     let original = {
         let dir = tempfile::tempdir().unwrap();
         build(dir.path());
-        let db = retry_locked(|| sled::open(dir.path()));
+        let db = retry_locked(|| common::open_sled(dir.path()));
         get(&db, "entities/order", b"a")
     };
     let mut variants: Vec<(String, Vec<u8>)> = Vec::new();
@@ -470,12 +470,9 @@ fn key_record_with_unknown_format_version_or_truncated() {
             "keys/order",
             "pay-a",
         );
-        if damage < 2 {
-            assert_corrupt(engine.purge_expired_keys(), "keys/order", "pay-a");
-        } else {
-            // Purging reads only the expiry, which is intact here.
-            assert_eq!(engine.purge_expired_keys().unwrap(), 0);
-        }
+        // Purging goes by the expiry index: a live key's record is not read,
+        // and nothing is purged.
+        assert_eq!(engine.purge_expired_keys().unwrap(), 0);
         // Requests without that key are unaffected.
         assert_eq!(
             orders(&engine)
@@ -514,6 +511,34 @@ fn typed_replay_of_a_key_record_with_an_unknown_state_names_the_key() {
 
 // ---- outbox ----
 
+/// The outbox reports the damaged entry of "front" by position without
+/// blocking the others: `pending` skips it, `pending_entries` names it, and it
+/// can be quarantined or acknowledged by its position.
+fn assert_outbox_reports_and_skips(engine: &Engine, total: usize) {
+    let outbox = engine.outbox();
+    let events = outbox.pending(usize::MAX).unwrap();
+    assert_eq!(events.len(), total - 1, "every other event is delivered");
+    assert!(events
+        .iter()
+        .all(|event| event.id != "front" || event.version != 1));
+    let entries = outbox.pending_entries(usize::MAX).unwrap();
+    assert_eq!(entries.len(), total);
+    let damaged: Vec<_> = entries
+        .into_iter()
+        .filter_map(|entry| match entry {
+            PendingEntry::Undecodable { position, error } => Some((position, error)),
+            PendingEntry::Event(_) => None,
+        })
+        .collect();
+    assert_eq!(damaged.len(), 1, "exactly the damaged entry is reported");
+    let (position, error) = damaged.into_iter().next().unwrap();
+    assert_corrupt::<()>(Err(error), "outbox", "");
+    assert!(outbox.quarantine(position).unwrap());
+    assert!(!outbox.quarantine(position).unwrap(), "moved once");
+    assert_eq!(outbox.pending_entries(usize::MAX).unwrap().len(), total - 1);
+    assert_eq!(outbox.ack_positions(&[position]).unwrap(), 0);
+}
+
 #[test]
 fn outbox_event_with_unknown_format_version() {
     let (_dir, engine) = damaged(|db| {
@@ -521,11 +546,22 @@ fn outbox_event_with_unknown_format_version() {
         value[0] = 3;
         put(db, "outbox", &key, &value);
     });
-    assert_corrupt(engine.outbox().pending(usize::MAX), "outbox", "front");
     assert_eq!(engine.outbox().len().unwrap(), 8);
+    let entries = engine.outbox().pending_entries(usize::MAX).unwrap();
+    let reason = entries
+        .into_iter()
+        .find_map(|entry| match entry {
+            PendingEntry::Undecodable { error, .. } => {
+                Some(assert_corrupt::<()>(Err(error), "outbox", "front"))
+            }
+            PendingEntry::Event(_) => None,
+        })
+        .expect("the damaged entry is reported");
+    assert!(reason.contains("format version 3"), "{reason}");
+    assert_outbox_reports_and_skips(&engine, 8);
     // Everything else works, and new events are still written.
     others_work(&engine);
-    assert_eq!(engine.outbox().len().unwrap(), 11);
+    assert_eq!(engine.outbox().len().unwrap(), 10);
 }
 
 #[test]
@@ -549,7 +585,7 @@ fn outbox_key_or_value_of_the_wrong_shape() {
                 }
             }
         });
-        assert_corrupt(engine.outbox().pending(usize::MAX), "outbox", "front");
+        assert_outbox_reports_and_skips(&engine, 8);
         others_work(&engine);
     }
 }
@@ -572,7 +608,8 @@ fn definition_with_unknown_format_version_or_bad_json() {
         assert_corrupt(engine.machines(), "meta", "definition/order");
         assert_corrupt(engine.machine_by_name("order"), "meta", "definition/order");
         assert_corrupt(engine.machine::<OrderState>(), "meta", "definition/order");
-        assert_corrupt(engine.purge_expired_keys(), "meta", "definition/order");
+        // Purging goes by the key trees, not the definitions.
+        assert_eq!(engine.purge_expired_keys().unwrap(), 0);
         // The other machine is unaffected.
         let doors = engine.machine_by_name("door").unwrap();
         assert_eq!(
@@ -582,6 +619,7 @@ fn definition_with_unknown_format_version_or_bad_json() {
                 .version,
             3
         );
+        engine.flush().unwrap();
         assert_eq!(engine.outbox().pending(usize::MAX).unwrap().len(), 9);
     }
 }

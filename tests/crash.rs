@@ -38,6 +38,7 @@ use idemflow::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+mod common;
 
 /// A job: cycles (retry, pause/resume) so entities keep moving for a while.
 #[derive(StateMachine, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -183,7 +184,7 @@ fn open_retrying(open: impl Fn() -> idemflow::Result<Engine>) -> idemflow::Resul
 fn sled_open_retrying(dir: &Path) -> sled::Db {
     let started = Instant::now();
     loop {
-        match sled::open(dir) {
+        match common::open_sled(dir) {
             Ok(db) => return db,
             Err(error) if started.elapsed() < Duration::from_secs(5) => {
                 let _ = error;

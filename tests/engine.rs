@@ -60,6 +60,7 @@ fn reaching_a_reached_target_is_a_noop_that_writes_nothing() {
     let orders = engine.machine::<OrderState>().unwrap();
     orders.create("o-1").unwrap();
     orders.fire("o-1", OrderEvent::Submit).unwrap();
+    engine.flush().unwrap();
     let pending_before = engine.outbox().pending(100).unwrap().len();
     // By target state and by event, even with a stale expected version.
     let noop = orders
@@ -70,6 +71,7 @@ fn reaching_a_reached_target_is_a_noop_that_writes_nothing() {
     let noop = orders.fire("o-1", OrderEvent::Submit).unwrap();
     assert!(noop.was_noop());
     assert_eq!(orders.history("o-1").unwrap().len(), 2);
+    engine.flush().unwrap();
     assert_eq!(engine.outbox().pending(100).unwrap().len(), pending_before);
 }
 
@@ -256,6 +258,7 @@ fn guards_reject_with_a_reason_and_write_nothing() {
     });
     orders.create("o-1").unwrap();
     orders.fire("o-1", OrderEvent::Submit).unwrap();
+    engine.flush().unwrap();
     let outbox_before = engine.outbox().pending(100).unwrap().len();
     let error = orders
         .apply("o-1", Request::fire(OrderEvent::Pay).key("pay"))
@@ -265,6 +268,7 @@ fn guards_reject_with_a_reason_and_write_nothing() {
         if reason == "a payment needs a positive amount" && from == "submitted" && to == "paid")
     );
     assert_eq!(orders.get("o-1").unwrap().unwrap().version, 2);
+    engine.flush().unwrap();
     assert_eq!(engine.outbox().pending(100).unwrap().len(), outbox_before);
     // The key was not consumed: the fixed request goes through with a new payload.
     orders
@@ -342,6 +346,7 @@ fn input_limits_are_checked_before_anything_is_read_or_written() {
         InputField::Key
     );
     assert_eq!(orders.get("12345678").unwrap().unwrap().version, 1);
+    engine.flush().unwrap();
     assert_eq!(engine.outbox().pending(100).unwrap().len(), 1);
 }
 
@@ -436,6 +441,9 @@ fn outbox_holds_one_event_per_change_in_order_and_acks() {
     orders.fire("o-1", OrderEvent::Submit).unwrap(); // no-op: no event
     orders.create("o-2").unwrap();
     let outbox = engine.outbox();
+    // Buffered: the outbox hands out events once they are durable.
+    assert!(outbox.len().unwrap() == 3);
+    engine.flush().unwrap();
     let events = outbox.pending(10).unwrap();
     let ids: Vec<(&str, u64)> = events.iter().map(|e| (e.id.as_str(), e.version)).collect();
     assert_eq!(ids.len(), 3);

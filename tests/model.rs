@@ -664,7 +664,10 @@ fn run_on<M: StateMachine>(machine: &Machine<M>, req: &Req) -> Result<OutcomeRec
 /// clean close must then persist `Buffered` writes on its own.
 fn check_against_model(db: &Db, model: &Model, with_outbox: bool) {
     let outbox: Vec<OutboxEvent> = if with_outbox {
-        db.engine.outbox().pending(usize::MAX).unwrap()
+        {
+            db.engine.flush().unwrap();
+            db.engine.outbox().pending(usize::MAX).unwrap()
+        }
     } else {
         Vec::new()
     };

@@ -178,7 +178,11 @@ impl Templates {
             advance(&jobs, &the_id, the_key.clone(), &payload());
             engine.flush().expect("flush");
         }
-        let db = sled::open(dir.path()).expect("reopen with plain sled");
+        let db = sled::Config::new()
+            .path(dir.path())
+            .segment_size(8 * 1024 * 1024)
+            .open()
+            .expect("reopen with plain sled");
         let tree = |concern: &str| {
             db.open_tree(format!("{concern}/{MACHINE}"))
                 .expect("open tree")

@@ -253,7 +253,7 @@ fn template() -> &'static Dump {
                 .unwrap();
             engine.flush().unwrap();
         }
-        let db = retry_locked(|| sled::open(&path));
+        let db = retry_locked(|| open_sled(&path));
         db.tree_names()
             .into_iter()
             .map(|name| {
@@ -890,4 +890,19 @@ pub fn named_requests(data: &[u8]) {
             }
         }
     }
+}
+
+/// Opens a database with plain sled, with the segment size it was created
+/// with (sled refuses another; the engine creates 8 MiB segments).
+fn open_sled(dir: &std::path::Path) -> sled::Result<sled::Db> {
+    let conf = std::fs::read(dir.join("conf")).unwrap_or_default();
+    let segment_size = String::from_utf8_lossy(&conf)
+        .lines()
+        .find_map(|line| line.strip_prefix("segment_size: "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(512 * 1024);
+    sled::Config::new()
+        .path(dir)
+        .segment_size(segment_size)
+        .open()
 }

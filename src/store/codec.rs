@@ -348,26 +348,59 @@ pub(crate) fn key_record_expiry(value: &[u8]) -> Decoded<u64> {
     reader.u64("expires_at")
 }
 
-// ---- outbox: [at][machine][id][version] -> change ----
+// ---- key_expiry: [expires_at][stored key] -> marker ----
 
-pub(crate) fn outbox_key(machine: &str, id: &str, version: u64, at: u64) -> Vec<u8> {
+/// The expiry-index key of a key record: expiry first, so a range scan up to
+/// "now" finds exactly the expired keys.
+pub(crate) fn key_expiry_key(expires_at: u64, stored_key: &[u8]) -> Vec<u8> {
+    Writer::key().u64(expires_at).raw(stored_key).finish()
+}
+
+/// The range end (exclusive) of expiry-index keys that expired at `now`.
+pub(crate) fn key_expiry_bound(now: u64) -> Vec<u8> {
+    Writer::key().u64(now.saturating_add(1)).finish()
+}
+
+pub(crate) fn decode_key_expiry_key(key: &[u8]) -> Decoded<(u64, &[u8])> {
+    let mut reader = Reader::key(key);
+    let expires_at = reader.u64("expires_at")?;
+    Ok((expires_at, reader.rest()))
+}
+
+// ---- outbox: [position][machine][id][version] -> change ----
+
+/// An outbox key. The position is a number the writer hands out in commit
+/// order (databases of format version 1 before positions held the change's
+/// timestamp there; they read the same way and new positions continue above).
+pub(crate) fn outbox_key(position: u64, machine: &str, id: &str, version: u64) -> Vec<u8> {
     Writer::key()
-        .u64(at)
+        .u64(position)
         .str(machine)
         .str(id)
         .u64(version)
         .finish()
 }
 
+/// The first key of `position` and everything after it.
+pub(crate) fn outbox_position_key(position: u64) -> Vec<u8> {
+    Writer::key().u64(position).finish()
+}
+
+/// The position of an outbox key (its first eight bytes).
+pub(crate) fn outbox_key_position(key: &[u8]) -> Decoded<u64> {
+    Reader::key(key).u64("position")
+}
+
 pub(crate) fn decode_outbox(key: &[u8], value: &[u8]) -> Decoded<OutboxEvent> {
     let mut reader = Reader::key(key);
-    let _at = reader.u64("at")?;
+    let position = reader.u64("position")?;
     let machine = reader.string("machine")?;
     let id = reader.string("id")?;
     let version = reader.u64("version")?;
     reader.end()?;
     let change = decode_change(version, value)?;
     Ok(OutboxEvent {
+        position,
         machine,
         id,
         version,
@@ -440,12 +473,23 @@ mod tests {
         let encoded = encode_key_record(&key_record);
         assert_eq!(decode_key_record(&encoded).unwrap(), key_record);
         assert_eq!(key_record_expiry(&encoded).unwrap(), 99);
-        let key = outbox_key("order", "o-1", 7, change.at);
+        let key = outbox_key(41, "order", "o-1", 7);
         let event = decode_outbox(&key, &encode_change(&change)).unwrap();
         assert_eq!(
-            (event.machine.as_str(), event.id.as_str(), event.version),
-            ("order", "o-1", 7)
+            (
+                event.position,
+                event.machine.as_str(),
+                event.id.as_str(),
+                event.version
+            ),
+            (41, "order", "o-1", 7)
         );
+        assert_eq!(outbox_key_position(&key).unwrap(), 41);
+        assert!(key.starts_with(&outbox_position_key(41)));
+        let expiry = key_expiry_key(99, b"k-1");
+        assert_eq!(decode_key_expiry_key(&expiry).unwrap(), (99, &b"k-1"[..]));
+        assert!(expiry.as_slice() < key_expiry_bound(99).as_slice());
+        assert!(expiry.as_slice() >= key_expiry_bound(98).as_slice());
         assert_eq!(
             decode_history_key(&history_key("o-1", 7)).unwrap(),
             ("o-1".into(), 7)

@@ -1,9 +1,15 @@
-//! Storage backends behind one small trait.
+//! Storage backends behind two small traits.
 //!
 //! A backend loads an entity's record and its key record, calls the pure
 //! decision (`crate::decide`), and writes exactly what the decision says in
 //! one atomic step. It knows no machine rules: adding a backend never touches
 //! the decision logic. sled ([`sled::SledStore`]) is the default.
+//!
+//! Reads ([`Store`], [`MachineStore`]) may come from any thread. Every write
+//! and every sync goes through the one [`StoreWriter`] a backend hands out,
+//! which the writer thread owns (`crate::write`): no write ever races another
+//! write or a sync, which is the rule that keeps sled 0.34 out of its own
+//! deadlocks (see `docs/reliability.md`).
 
 pub(crate) mod codec;
 pub(crate) mod sled;
@@ -11,7 +17,7 @@ pub(crate) mod sled;
 use std::sync::Arc;
 
 use crate::decide::{Decision, KeyRecord};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::machine::MachineDef;
 use crate::outcome::{EntityRecord, HistoryRecord, OutboxEvent};
 
@@ -32,54 +38,107 @@ pub(crate) struct StoreRequest<'a> {
     pub(crate) decide: DecideFn<'a>,
 }
 
-/// A database: machine definitions, per-machine stores and the outbox.
-pub(crate) trait Store: Send + Sync {
-    /// Runs requests in order in ONE atomic step: each is decided against the
-    /// state as the earlier ones left it, and what its decision says is
-    /// written. A request whose decision is an error writes nothing and does
-    /// not fail the others; only a storage failure fails them all.
-    fn execute(&self, requests: &[StoreRequest<'_>]) -> Result<Vec<Result<Decision>>>;
+/// One entry of the outbox as read: an event, or an entry that failed to
+/// decode (reported with its position so it can be acknowledged or
+/// quarantined without blocking the others).
+#[derive(Debug)]
+pub enum PendingEntry {
+    /// A decoded event.
+    Event(OutboxEvent),
+    /// An entry that failed to decode.
+    Undecodable {
+        /// Its position in the outbox.
+        position: u64,
+        /// The `Error::Corrupt` that says what failed.
+        error: Error,
+    },
+}
 
+impl PendingEntry {
+    /// The entry's position in the outbox.
+    pub fn position(&self) -> u64 {
+        match self {
+            PendingEntry::Event(event) => event.position,
+            PendingEntry::Undecodable { position, .. } => *position,
+        }
+    }
+}
+
+/// What one round of key purging did.
+#[derive(Debug, Default)]
+pub(crate) struct PurgeRound {
+    /// Expired key records deleted.
+    pub(crate) purged: u64,
+    /// Key records that could not be read, reported and skipped.
+    pub(crate) corrupt: Vec<Error>,
+    /// Whether expired keys remain (the round stopped at its budget).
+    pub(crate) more: bool,
+}
+
+/// A database, read side: definitions, per-machine stores and the outbox.
+pub(crate) trait Store: Send + Sync {
     /// Every stored machine definition.
     fn definitions(&self) -> Result<Vec<MachineDef>>;
 
     /// The stored definition of one machine.
     fn definition(&self, machine: &str) -> Result<Option<MachineDef>>;
 
-    /// Stores (or replaces) a machine definition, keeping the previous one in a log.
-    fn save_definition(&self, def: &MachineDef) -> Result<()>;
-
     /// The store of one machine's entities.
     fn machine(&self, machine: &str) -> Result<Arc<dyn MachineStore>>;
 
-    /// Up to `limit` pending outbox events, oldest first.
-    fn outbox_pending(&self, limit: usize) -> Result<Vec<OutboxEvent>>;
+    /// Up to `limit` durable outbox entries after position `after` (from the
+    /// start when `None`), in position order. Never forces a sync: entries
+    /// not yet on stable storage are left for a later call.
+    fn outbox_after(&self, after: Option<u64>, limit: usize) -> Result<Vec<PendingEntry>>;
 
-    /// Removes these events from the outbox; returns how many were still there.
-    fn outbox_ack(&self, events: &[OutboxEvent]) -> Result<usize>;
+    /// The position of the newest outbox entry (durable or not), if any.
+    fn outbox_last_position(&self) -> Result<Option<u64>>;
 
-    /// The number of pending outbox events.
+    /// The number of pending outbox entries (durable or not).
     fn outbox_len(&self) -> Result<usize>;
-
-    /// A feed of the outbox events inserted from now on, in commit order.
-    fn outbox_watcher(&self) -> Box<dyn OutboxWatcher>;
-
-    /// Makes every commit so far durable on stable storage.
-    fn sync(&self) -> Result<()>;
 
     /// Bytes the database takes on disk.
     fn size_on_disk(&self) -> Result<u64>;
+
+    /// The one writer of this database. Called once, by the engine, which
+    /// moves it to its writer thread.
+    fn writer(&self) -> Result<Box<dyn StoreWriter>>;
 }
 
-/// A feed of new outbox events.
-pub(crate) trait OutboxWatcher: Send {
-    /// Waits up to `timeout` for the next inserted event (`None`: none came).
-    fn next_event(&mut self, timeout: std::time::Duration) -> Option<Result<OutboxEvent>>;
+/// A database, write side: owned by the writer thread alone.
+pub(crate) trait StoreWriter: Send {
+    /// Runs requests in order in ONE atomic step: each is decided against the
+    /// state as the earlier ones left it, and what its decision says is
+    /// written. A request whose decision is an error writes nothing and does
+    /// not fail the others; only a storage failure fails them all.
+    fn execute(&mut self, requests: &[StoreRequest<'_>]) -> Result<Vec<Result<Decision>>>;
+
+    /// Stores (or replaces) a machine definition, keeping the previous one in
+    /// a log, and prepares the machine's storage.
+    fn save_definition(&mut self, def: &MachineDef) -> Result<()>;
+
+    /// Prepares the storage of a machine whose definition is stored (older
+    /// databases may lack structures newer releases add).
+    fn prepare_machine(&mut self, machine: &str) -> Result<()>;
+
+    /// Removes outbox entries at these positions; returns how many were there.
+    fn outbox_remove(&mut self, positions: &[u64]) -> Result<usize>;
+
+    /// Moves the outbox entry at `position` aside (to be inspected, never
+    /// delivered); returns whether it was there.
+    fn outbox_quarantine(&mut self, position: u64) -> Result<bool>;
+
+    /// Deletes up to `budget` expired key records (expired at `now`).
+    fn purge_expired_keys(&mut self, now: u64, budget: usize) -> Result<PurgeRound>;
+
+    /// Makes every write so far durable on stable storage: data, files and
+    /// directories.
+    fn sync(&mut self) -> Result<()>;
 }
 
-/// One machine's entities, history, state index and idempotency keys.
+/// One machine's entities, history, state index and idempotency keys (reads).
 pub(crate) trait MachineStore: Send + Sync {
-    /// The record of idempotency key `key`, read without a transaction.
+    /// The record of idempotency key `key` (stored form).
     fn key_record(&self, key: &[u8]) -> Result<Option<KeyRecord>>;
 
     /// The record of `id`.
@@ -93,7 +152,4 @@ pub(crate) trait MachineStore: Send + Sync {
 
     /// How many entities are in `state` (a range count of the state index).
     fn count_in_state(&self, state: &str) -> Result<u64>;
-
-    /// Deletes key records that expired at `now`, in batches; returns how many.
-    fn purge_expired_keys(&self, now: u64) -> Result<u64>;
 }

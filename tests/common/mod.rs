@@ -213,3 +213,19 @@ pub fn retry_locked<T, E: std::fmt::Debug>(open: impl Fn() -> Result<T, E>) -> T
         }
     }
 }
+
+/// Opens a database directory with plain sled (to read or damage it behind
+/// the engine's back), with the segment size it was created with: sled
+/// refuses another, and the engine creates databases with 8 MiB segments.
+pub fn open_sled(dir: &Path) -> sled::Result<sled::Db> {
+    let conf = std::fs::read(dir.join("conf")).unwrap_or_default();
+    let segment_size = String::from_utf8_lossy(&conf)
+        .lines()
+        .find_map(|line| line.strip_prefix("segment_size: "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(512 * 1024);
+    sled::Config::new()
+        .path(dir)
+        .segment_size(segment_size)
+        .open()
+}

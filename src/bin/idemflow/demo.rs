@@ -863,6 +863,8 @@ fn check_invariants(
     ));
 
     // The outbox: exactly one event per applied change, per entity in version order.
+    // (It hands out durable events only: under Buffered, sync first.)
+    engine.flush()?;
     let events = engine.outbox().pending(usize::MAX)?;
     let mut outbox_versions: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     let mut foreign = 0u64;

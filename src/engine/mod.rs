@@ -1,0 +1,282 @@
+//! The engine: opening a database, machine handles, and running requests.
+//!
+//! - [`builder`]: the options ([`EngineBuilder`]);
+//! - [`registry`]: one runtime per machine (rules, store, guards), shared by
+//!   every handle;
+//! - [`requests`]: what a caller's thread does for a request (read, decide,
+//!   run guards, hand the request to the writer, settle reads);
+//! - [`typed`] and [`named`]: the handles users hold.
+
+mod builder;
+mod named;
+mod registry;
+mod requests;
+mod typed;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use self::builder::EngineBuilder;
+pub use self::named::NamedMachine;
+pub(crate) use self::registry::MachineRuntime;
+pub use self::typed::Machine;
+use crate::clock::Clock;
+use crate::durability::Durability;
+use crate::error::{Error, Result};
+use crate::machine::{MachineDef, StateMachine};
+use crate::outbox::Outbox;
+use crate::request::Limits;
+use crate::store::sled::{SledOptions, SledStore};
+use crate::store::Store;
+use crate::write::durable::Settled;
+use crate::write::jobs::{Job, Task};
+use crate::write::{abandoned_task, Writer, WriterConfig};
+
+/// How many keys one purge round looks at.
+const PURGE_BUDGET: usize = 1024;
+
+/// The workflow engine: a database of machines and their entities.
+///
+/// Cheap to clone (`Clone + Send + Sync`); the database closes when the last
+/// clone and every handle made from it are dropped.
+///
+/// ```
+/// use idemflow::{Engine, Request, StateMachine};
+///
+/// #[derive(StateMachine, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// #[machine(name = "order", initial = Draft, events = OrderEvent)]
+/// pub enum OrderState {
+///     #[on(submit = Submitted, cancel = Cancelled)]
+///     Draft,
+///     #[on(pay = Paid, cancel = Cancelled)]
+///     Submitted,
+///     #[on(ship = Shipped, refund = Refunded)]
+///     Paid,
+///     #[terminal]
+///     Shipped,
+///     #[terminal]
+///     Cancelled,
+///     #[terminal]
+///     Refunded,
+/// }
+///
+/// let engine = Engine::temporary()?;
+/// let orders = engine.machine::<OrderState>()?;
+/// orders.create("o-1")?;
+/// orders.fire("o-1", OrderEvent::Submit)?;
+///
+/// // A payment with an idempotency key: the retry does not pay twice.
+/// let pay = Request::to(OrderState::Paid).key("pay-o-1").payload(serde_json::json!({"amount": 4200}));
+/// let first = orders.apply("o-1", pay.clone())?;
+/// let retry = orders.apply("o-1", pay)?;
+/// assert!(first.was_applied() && !first.is_replay());
+/// assert!(retry.is_replay() && retry.version() == first.version());
+/// assert_eq!(orders.history("o-1")?.len(), 3);
+/// # Ok::<(), idemflow::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("path", &self.inner.path)
+            .field("durability", &self.inner.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct EngineInner {
+    // Field order is drop order: the writer stops (and syncs) before the
+    // store it writes to is closed.
+    pub(crate) writer: Writer,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) durability: Durability,
+    pub(crate) key_retention_ms: u64,
+    pub(crate) limits: Limits,
+    pub(crate) clock: Arc<dyn Clock>,
+    path: Option<PathBuf>,
+    machines: Mutex<HashMap<String, Arc<MachineRuntime>>>,
+}
+
+impl Engine {
+    /// Opens (or creates) the database in directory `path` with default options
+    /// ([`Durability::Immediate`], 24 h key retention).
+    pub fn open(path: impl AsRef<Path>) -> Result<Engine> {
+        EngineBuilder::default().open(path)
+    }
+
+    /// Opens a throw-away database with default options, for tests and demos.
+    pub fn temporary() -> Result<Engine> {
+        EngineBuilder::default().temporary()
+    }
+
+    /// Starts configuring an engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    fn start(builder: EngineBuilder, path: Option<PathBuf>) -> Result<Engine> {
+        let store = Arc::new(SledStore::open(&SledOptions {
+            path: path.clone(),
+            cache_capacity: builder.cache_capacity,
+            segment_size: builder.segment_size,
+        })?);
+        let writer = Writer::start(
+            store.writer()?,
+            WriterConfig {
+                durability: builder.durability,
+                max_batch: builder.max_batch,
+                max_batch_bytes: 1024 * 1024,
+                flush_every: builder.flush_every_ms.map(Duration::from_millis),
+                max_unsynced_bytes: 4 * 1024 * 1024,
+                purge_every: builder.purge_every,
+                purge_budget: PURGE_BUDGET,
+                clock: builder.clock.clone(),
+                faults: builder.faults.clone(),
+            },
+        )?;
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                writer,
+                store,
+                durability: builder.durability,
+                key_retention_ms: u64::try_from(builder.key_retention.as_millis())
+                    .unwrap_or(u64::MAX),
+                limits: builder.limits,
+                clock: builder.clock,
+                path,
+                machines: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The database directory (none for a temporary database).
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
+    /// The durability mode.
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
+    }
+
+    /// The typed handle of machine `M`, storing its definition on first use.
+    ///
+    /// A stored definition that `M` contradicts (a state removed although
+    /// entities are still in it) is [`Error::DefinitionMismatch`]; compatible
+    /// changes are accepted and stored (the previous definition is kept in a log).
+    pub fn machine<M: StateMachine>(&self) -> Result<Machine<M>> {
+        let runtime = self.inner.runtime_for(M::definition())?;
+        Ok(Machine::new(self.clone(), runtime))
+    }
+
+    /// Registers a machine known only at run time (validated like a derived
+    /// one) and returns its name-based handle.
+    pub fn register(&self, def: MachineDef) -> Result<NamedMachine> {
+        let runtime = self.inner.runtime_for(def)?;
+        Ok(NamedMachine::new(self.clone(), runtime))
+    }
+
+    /// The name-based handle of a stored machine, for tools without its Rust type.
+    pub fn machine_by_name(&self, name: &str) -> Result<NamedMachine> {
+        let runtime = self.inner.runtime_by_name(name)?;
+        Ok(NamedMachine::new(self.clone(), runtime))
+    }
+
+    /// Every stored machine definition, by name.
+    pub fn machines(&self) -> Result<Vec<MachineDef>> {
+        self.inner.store.definitions()
+    }
+
+    /// The outbox: one event per applied change, delivered at least once.
+    pub fn outbox(&self) -> Outbox {
+        Outbox::new(self.clone())
+    }
+
+    /// Deletes every expired idempotency key record of every machine, in
+    /// bounded rounds, and returns how many were deleted. Live keys are
+    /// untouched; an unreadable key record is reported (a `tracing` warning)
+    /// and skipped. The engine also does this in the background (see
+    /// [`EngineBuilder::purge_interval`]).
+    pub fn purge_expired_keys(&self) -> Result<u64> {
+        let mut purged = 0;
+        loop {
+            let now = self.inner.clock.now_ms();
+            let more = Arc::new(AtomicBool::new(false));
+            let more_seen = more.clone();
+            let task: Task = Box::new(move |store| {
+                let round = store.purge_expired_keys(now, PURGE_BUDGET)?;
+                for error in &round.corrupt {
+                    tracing::warn!(%error, "skipped an unreadable idempotency key record while purging");
+                }
+                more_seen.store(round.more, Ordering::SeqCst);
+                Ok(round.purged)
+            });
+            purged += self.inner.run_task(task, "purging idempotency keys")?;
+            if !more.load(Ordering::SeqCst) {
+                return Ok(purged);
+            }
+        }
+    }
+
+    /// Makes every commit so far durable on stable storage.
+    pub fn flush(&self) -> Result<()> {
+        match self.inner.writer.submit(Job::Sync) {
+            Ok(answer) => answer.into_task().map(|_| ()),
+            Err(_) => Err(abandoned_task("syncing the database")),
+        }
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        self.inner.store.size_on_disk()
+    }
+
+    pub(crate) fn inner(&self) -> &EngineInner {
+        &self.inner
+    }
+}
+
+impl EngineInner {
+    /// Runs a write that is not a request on the writer.
+    pub(crate) fn run_task(&self, task: Task, what: &str) -> Result<u64> {
+        match self.writer.submit(Job::Task(task)) {
+            Ok(answer) => answer.into_task(),
+            Err(_) => Err(abandoned_task(what)),
+        }
+    }
+
+    /// Under `Immediate`, a read answers only once what it read is durable,
+    /// so no caller sees a change that a crash could still take back. If the
+    /// sync fails, the answer still stands (it is what was committed); the
+    /// failure reaches the callers whose own changes it concerns.
+    pub(crate) fn settle_read(&self) -> Result<()> {
+        match self.writer.settle_read() {
+            Settled::Durable | Settled::SyncFailed(_) => Ok(()),
+            Settled::Stopped => Err(abandoned_task("waiting for reads to be durable")),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Points a `Corrupt` error of a typed conversion at the stored record it
+/// came from (`<concern>/<machine>`, `key`); other errors pass unchanged.
+pub(crate) fn relocate(error: Error, concern: &str, machine: &str, key: &[u8]) -> Error {
+    match error {
+        Error::Corrupt { reason, .. } => {
+            Error::corrupt(format!("{concern}/{machine}"), key, reason)
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,161 @@
+//! The name-based handle of a machine.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{Engine, MachineRuntime};
+use crate::decide::{CreateSpec, NamedGuardInput};
+use crate::error::{Error, InputField, Result};
+use crate::guard::GuardScope;
+use crate::machine::MachineDef;
+use crate::outcome::{EntityRecord, HistoryRecord, OutcomeRecord};
+use crate::request::NamedRequest;
+
+/// The name-based handle of one machine, for tools, the CLI and HTTP services
+/// that have no Rust type for it: states and events are given and returned by
+/// name. Same semantics as [`Machine`].
+///
+/// ```
+/// use idemflow::{Engine, MachineDef, NamedRequest};
+///
+/// let engine = Engine::temporary()?;
+/// let doors = engine.register(
+///     MachineDef::new("door", "closed")
+///         .state("closed")
+///         .terminal_state("open")
+///         .transition("closed", "open", "open"),
+/// )?;
+/// doors.create("front")?;
+/// let outcome = doors.apply("front", NamedRequest::fire("open").key("k-1"))?;
+/// assert_eq!((outcome.state.as_str(), outcome.version), ("open", 2));
+/// assert!(doors.apply("front", NamedRequest::to("nowhere")).is_err());
+/// # Ok::<(), idemflow::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct NamedMachine {
+    engine: Engine,
+    runtime: Arc<MachineRuntime>,
+}
+
+impl std::fmt::Debug for NamedMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamedMachine")
+            .field("name", &self.runtime.rules.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NamedMachine {
+    pub(super) fn new(engine: Engine, runtime: Arc<MachineRuntime>) -> Self {
+        NamedMachine { engine, runtime }
+    }
+
+    /// The machine's definition.
+    pub fn definition(&self) -> &MachineDef {
+        self.runtime.rules.def()
+    }
+
+    /// Creates entity `id` (a no-op if it exists).
+    pub fn create(&self, id: &str) -> Result<OutcomeRecord> {
+        self.engine
+            .inner
+            .create(&self.runtime, id, CreateSpec::default())
+    }
+
+    /// Creates entity `id` recording a payload and an actor.
+    pub fn create_with(
+        &self,
+        id: &str,
+        payload: Option<Value>,
+        actor: Option<String>,
+    ) -> Result<OutcomeRecord> {
+        self.engine
+            .inner
+            .create(&self.runtime, id, CreateSpec { payload, actor })
+    }
+
+    /// Runs a request given by names. An unknown state or event name is
+    /// [`Error::InvalidInput`].
+    pub fn apply(&self, id: &str, request: NamedRequest) -> Result<OutcomeRecord> {
+        self.engine.inner.apply(&self.runtime, id, request.spec)
+    }
+
+    /// The entity's stored record, if it exists.
+    pub fn get(&self, id: &str) -> Result<Option<EntityRecord>> {
+        self.engine.inner.limits.check_id(id)?;
+        self.settled(self.runtime.store.get(id))
+    }
+
+    /// The entity's history, oldest first.
+    pub fn history(&self, id: &str) -> Result<Vec<HistoryRecord>> {
+        self.engine.inner.limits.check_id(id)?;
+        self.settled(self.runtime.store.history(id))
+    }
+
+    /// Up to `limit` ids in the state named `state` after `after`, in id order.
+    pub fn in_state(&self, state: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        self.check_state(state)?;
+        self.settled(self.runtime.store.in_state(state, after, limit))
+    }
+
+    /// Every state with its number of entities, in declaration order.
+    pub fn count_by_state(&self) -> Result<Vec<(String, u64)>> {
+        let counts = self
+            .definition()
+            .states
+            .iter()
+            .map(|state| {
+                Ok((
+                    state.name.clone(),
+                    self.runtime.store.count_in_state(&state.name)?,
+                ))
+            })
+            .collect();
+        self.settled(counts)
+    }
+
+    /// Under `Immediate`, a read answers only once what it read is durable,
+    /// so no caller sees a change that a crash could still take back.
+    fn settled<T>(&self, read: Result<T>) -> Result<T> {
+        let value = read?;
+        self.engine.inner.settle_read()?;
+        Ok(value)
+    }
+
+    /// Attaches a name-based guard to every transition into the state `state`.
+    /// Same rules as [`Machine::guard_to`](crate::Machine::guard_to): it runs
+    /// on the requesting caller's thread, may run more than once, and must be
+    /// pure and quick.
+    pub fn guard_to<F>(&self, state: &str, guard: F) -> Result<()>
+    where
+        F: Fn(&NamedGuardInput<'_>) -> std::result::Result<(), String> + Send + Sync + 'static,
+    {
+        self.check_state(state)?;
+        let scope = GuardScope::To(state.to_owned());
+        let guard = Arc::new(guard);
+        self.runtime.add_guard(move |guards| {
+            guards.with(scope, move |input: &NamedGuardInput<'_>| guard(input))
+        });
+        Ok(())
+    }
+
+    fn check_state(&self, state: &str) -> Result<()> {
+        if self.definition().has_state(state) {
+            Ok(())
+        } else {
+            Err(Error::invalid_input(
+                InputField::State,
+                format!(
+                    "{state:?} is not a state of machine {}",
+                    self.runtime.rules.name()
+                ),
+            ))
+        }
+    }
+
+    /// The engine this handle belongs to.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}

@@ -1,0 +1,303 @@
+//! A request on its caller's thread.
+//!
+//! 1. Check the input (SPEC step 1).
+//! 2. Read the key record and, when the answer may come from reads alone or
+//!    guards must run, the entity's record.
+//! 3. Decide with the pure core. Guards run here, on the caller's thread,
+//!    with no lock held and under `catch_unwind`: a slow guard delays only
+//!    its own request, a panicking one fails only its own request.
+//! 4. An answer that writes nothing (a replay, a no-op without a key, an
+//!    error) is returned once what it read is durable, when the key is live
+//!    or absent (a live key record never changes, and without a key the
+//!    record read is the linearization point).
+//! 5. Anything else goes to the writer, which decides again inside its
+//!    transaction against the records as they are then. The guards' verdict
+//!    travels with the request, bound to the record version and target it
+//!    was computed for; if the writer finds the record changed and a guard
+//!    watches the transition, it sends the request back to step 2.
+
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use super::{EngineInner, MachineRuntime};
+use crate::decide::{
+    check_request, decide, decide_create, CreateSpec, Decision, DecisionInput, KeyRecord,
+    NamedGuardInput,
+};
+use crate::error::{Error, Result};
+use crate::guard::Guards;
+use crate::outcome::{EntityRecord, OutcomeRecord};
+use crate::request::{Fingerprint, RequestSpec};
+use crate::write::abandoned_request;
+use crate::write::jobs::{Job, RequestAnswer, RequestJob, WriterDecide, WriterVerdict};
+
+/// What the guards said on the caller's thread, and about which record.
+#[derive(Clone, Debug)]
+struct GuardVerdict {
+    version: u64,
+    to: String,
+    result: std::result::Result<(), String>,
+}
+
+/// How a request is to be decided (everything but the records).
+#[derive(Clone)]
+enum Kind {
+    Apply {
+        request: Arc<RequestSpec>,
+        fingerprint: Fingerprint,
+    },
+    Create(Arc<CreateSpec>),
+}
+
+impl EngineInner {
+    pub(crate) fn apply(
+        &self,
+        runtime: &Arc<MachineRuntime>,
+        id: &str,
+        request: RequestSpec,
+    ) -> Result<OutcomeRecord> {
+        check_request(&runtime.rules, &self.limits, id, &request)?;
+        let fingerprint = Fingerprint::of(id, &request);
+        let stored_key = request.stored_key();
+        let bytes = request_bytes(id, &request);
+        let request = Arc::new(request);
+        loop {
+            let now = self.clock.now_ms();
+            let guards = runtime.guards();
+            let key_record = match &stored_key {
+                Some(key) => runtime.store.key_record(key)?,
+                None => None,
+            };
+            let live_key = key_record.filter(|seen| seen.expires_at > now);
+            // A fresh key will be written whatever the outcome, so the writer
+            // decides; the caller only runs the guards it needs.
+            let fresh_key = stored_key.is_some() && live_key.is_none();
+            let mut verdict = None;
+            if !fresh_key || !guards.is_empty() {
+                let record = runtime.store.get(id)?;
+                let (decision, seen) = self.decide_on_caller(
+                    runtime,
+                    &guards,
+                    id,
+                    record.as_ref(),
+                    live_key.as_ref(),
+                    &request,
+                    fingerprint,
+                    now,
+                );
+                verdict = seen;
+                match decision {
+                    Err(error @ Error::GuardPanicked { .. }) => return Err(error),
+                    Ok(Decision::Replay(outcome))
+                    | Ok(Decision::NoOp {
+                        outcome,
+                        key_record: None,
+                    }) if !fresh_key => {
+                        self.settle_read()?;
+                        return Ok(outcome);
+                    }
+                    Err(error) if !fresh_key => {
+                        self.settle_read()?;
+                        return Err(error);
+                    }
+                    _ => {}
+                }
+            }
+            let kind = Kind::Apply {
+                request: request.clone(),
+                fingerprint,
+            };
+            let job = RequestJob {
+                machine: runtime.name().to_owned(),
+                id: id.to_owned(),
+                key: stored_key.clone(),
+                bytes,
+                decide: self.writer_decide(runtime, id, kind, now, verdict),
+            };
+            match self.submit(runtime, id, job)? {
+                RequestAnswer::Done(result) => return result,
+                RequestAnswer::NeedsCaller => continue,
+            }
+        }
+    }
+
+    pub(crate) fn create(
+        &self,
+        runtime: &Arc<MachineRuntime>,
+        id: &str,
+        create: CreateSpec,
+    ) -> Result<OutcomeRecord> {
+        self.limits.check_id(id)?;
+        self.limits.check_actor(create.actor.as_deref())?;
+        self.limits.check_payload(create.payload.as_ref())?;
+        let now = self.clock.now_ms();
+        if let Some(record) = runtime.store.get(id)? {
+            let outcome = decide_create(&runtime.rules, id, Some(&record), &create, now);
+            self.settle_read()?;
+            return Ok(outcome.into_outcome());
+        }
+        let bytes = id.len() + payload_bytes(create.payload.as_ref()) + 64;
+        let job = RequestJob {
+            machine: runtime.name().to_owned(),
+            id: id.to_owned(),
+            key: None,
+            bytes,
+            decide: self.writer_decide(runtime, id, Kind::Create(Arc::new(create)), now, None),
+        };
+        match self.submit(runtime, id, job)? {
+            RequestAnswer::Done(result) => result,
+            // A creation runs no guard: the writer never sends it back.
+            RequestAnswer::NeedsCaller => Err(Error::storage(
+                "creating an entity",
+                std::io::Error::other("the writer sent a creation back"),
+            )),
+        }
+    }
+
+    fn submit(&self, runtime: &MachineRuntime, id: &str, job: RequestJob) -> Result<RequestAnswer> {
+        match self.writer.submit(Job::Request(job)) {
+            Ok(answer) => Ok(answer.into_request()),
+            Err(_) => Err(abandoned_request(runtime.name(), id)),
+        }
+    }
+
+    /// Decides on the caller's thread, running the guards (user code) here.
+    /// Returns the decision and the guards' verdict, if a guard ran.
+    #[allow(clippy::too_many_arguments)]
+    fn decide_on_caller(
+        &self,
+        runtime: &MachineRuntime,
+        guards: &Guards,
+        id: &str,
+        record: Option<&EntityRecord>,
+        key_record: Option<&KeyRecord>,
+        request: &RequestSpec,
+        fingerprint: Fingerprint,
+        now: u64,
+    ) -> (Result<Decision>, Option<GuardVerdict>) {
+        let verdict = RefCell::new(None);
+        let panicked = RefCell::new(None);
+        let guard = |input: &NamedGuardInput<'_>| {
+            if !guards.watches(input) {
+                return Ok(());
+            }
+            let result = match catch_unwind(AssertUnwindSafe(|| guards.check(input))) {
+                Ok(result) => result,
+                Err(panic) => {
+                    *panicked.borrow_mut() = Some((input.to.to_owned(), panic_text(&*panic)));
+                    Err(String::new())
+                }
+            };
+            *verdict.borrow_mut() = Some(GuardVerdict {
+                version: input.entity.version,
+                to: input.to.to_owned(),
+                result: result.clone(),
+            });
+            result
+        };
+        let decision = decide(&DecisionInput {
+            rules: &runtime.rules,
+            id,
+            record,
+            key_record,
+            request,
+            fingerprint,
+            now,
+            key_retention_ms: self.key_retention_ms,
+            guard: &guard,
+        });
+        if let Some((to, message)) = panicked.into_inner() {
+            let error = Error::GuardPanicked {
+                id: id.to_owned(),
+                to,
+                message,
+            };
+            return (Err(error), None);
+        }
+        (decision, verdict.into_inner())
+    }
+
+    /// The decision the writer makes inside its transaction: the same pure
+    /// core, with the guards' verdict from the caller standing in for the
+    /// guards (the writer never runs user code).
+    fn writer_decide(
+        &self,
+        runtime: &Arc<MachineRuntime>,
+        id: &str,
+        kind: Kind,
+        now: u64,
+        verdict: Option<GuardVerdict>,
+    ) -> WriterDecide {
+        let runtime = runtime.clone();
+        let id = id.to_owned();
+        let key_retention_ms = self.key_retention_ms;
+        Box::new(move |record, key_record| match &kind {
+            Kind::Create(create) => {
+                WriterVerdict::Decided(Ok(decide_create(&runtime.rules, &id, record, create, now)))
+            }
+            Kind::Apply {
+                request,
+                fingerprint,
+            } => {
+                let guards = runtime.guards();
+                let needs_caller = std::cell::Cell::new(false);
+                let guard = |input: &NamedGuardInput<'_>| {
+                    if !guards.watches(input) {
+                        return Ok(());
+                    }
+                    match &verdict {
+                        Some(seen)
+                            if seen.version == input.entity.version && seen.to == input.to =>
+                        {
+                            seen.result.clone()
+                        }
+                        _ => {
+                            needs_caller.set(true);
+                            Err(String::new())
+                        }
+                    }
+                };
+                let decision = decide(&DecisionInput {
+                    rules: &runtime.rules,
+                    id: &id,
+                    record,
+                    key_record,
+                    request,
+                    fingerprint: *fingerprint,
+                    now,
+                    key_retention_ms,
+                    guard: &guard,
+                });
+                if needs_caller.get() {
+                    WriterVerdict::NeedsCaller
+                } else {
+                    WriterVerdict::Decided(decision)
+                }
+            }
+        })
+    }
+}
+
+/// About how many bytes a request writes (history and outbox both hold the payload).
+fn request_bytes(id: &str, request: &RequestSpec) -> usize {
+    2 * (id.len()
+        + request.key.as_ref().map_or(0, String::len)
+        + request.actor.as_ref().map_or(0, String::len)
+        + payload_bytes(request.payload.as_ref()))
+        + 128
+}
+
+fn payload_bytes(payload: Option<&serde_json::Value>) -> usize {
+    payload.map_or(0, crate::request::json_size)
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}

@@ -1,0 +1,383 @@
+//! The writer thread's loop: batches, group commit, durability, periodic work.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::handoff::Ticket;
+use super::jobs::{writes, Answer, Job, RequestAnswer, RequestJob, Task, WriterVerdict};
+use super::Pipeline;
+use crate::clock::Clock;
+use crate::decide::Decision;
+use crate::durability::Durability;
+use crate::error::{Error, Result};
+use crate::store::{StoreRequest, StoreWriter};
+use crate::testing::{Faults, SyncFault};
+
+/// How the writer works.
+pub(crate) struct WriterConfig {
+    pub(crate) durability: Durability,
+    /// The most requests one transaction takes.
+    pub(crate) max_batch: usize,
+    /// About the most bytes one transaction writes (a batch closes when the
+    /// next request would pass it; a single larger request goes alone).
+    pub(crate) max_batch_bytes: usize,
+    /// Under `Buffered`: how long a commit may wait for its sync.
+    pub(crate) flush_every: Option<Duration>,
+    /// Under `Buffered`: how many bytes may wait for a sync.
+    pub(crate) max_unsynced_bytes: usize,
+    /// How often expired idempotency keys are purged (`None`: never by itself).
+    pub(crate) purge_every: Option<Duration>,
+    /// How many keys one purge round looks at (rounds repeat, between
+    /// batches, until no expired key is left).
+    pub(crate) purge_budget: usize,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) faults: Faults,
+}
+
+/// Stops the pipeline if the writer leaves its loop, normally or by a panic:
+/// every queued caller is answered and every waiting reader woken.
+struct StopOnExit<'a>(&'a Pipeline);
+
+impl Drop for StopOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.handoff.abandon_all();
+        self.0.tracker.stop();
+        self.0.published.bump();
+    }
+}
+
+pub(super) fn run(store: Box<dyn StoreWriter>, pipeline: &Pipeline, config: WriterConfig) {
+    let _stop = StopOnExit(pipeline);
+    let next_purge = config.purge_every.map(|every| Instant::now() + every);
+    let mut writer = WriterLoop {
+        store,
+        pipeline,
+        config,
+        dirty: false,
+        unsynced_bytes: 0,
+        last_sync: Instant::now(),
+        next_purge,
+    };
+    writer.run();
+}
+
+struct WriterLoop<'a> {
+    store: Box<dyn StoreWriter>,
+    pipeline: &'a Pipeline,
+    config: WriterConfig,
+    /// Whether something was written since the last successful sync.
+    dirty: bool,
+    unsynced_bytes: usize,
+    last_sync: Instant,
+    next_purge: Option<Instant>,
+}
+
+type Batch = Vec<(RequestJob, Ticket<Answer>)>;
+
+impl WriterLoop<'_> {
+    fn run(&mut self) {
+        loop {
+            let taken = self
+                .pipeline
+                .handoff
+                .take(self.config.max_batch, self.next_wakeup());
+            let mut batch: Batch = Vec::new();
+            let mut batch_bytes = 0;
+            for (job, ticket) in taken.jobs {
+                match job {
+                    Job::Request(request) => {
+                        if !batch.is_empty()
+                            && batch_bytes + request.bytes > self.config.max_batch_bytes
+                        {
+                            self.commit(std::mem::take(&mut batch));
+                            batch_bytes = 0;
+                        }
+                        batch_bytes += request.bytes;
+                        batch.push((request, ticket));
+                    }
+                    Job::Task(task) => {
+                        self.commit(std::mem::take(&mut batch));
+                        batch_bytes = 0;
+                        self.run_task(task, ticket);
+                    }
+                    Job::Sync => {
+                        self.commit(std::mem::take(&mut batch));
+                        batch_bytes = 0;
+                        let result = self.sync().map(|()| 0).map_err(|reason| {
+                            Error::storage("syncing the database", std::io::Error::other(reason))
+                        });
+                        ticket.answer(Answer::Task(result));
+                    }
+                }
+            }
+            self.commit(batch);
+            if taken.nudged {
+                // A reader waits for what it read to be durable.
+                let _ = self.sync();
+            }
+            self.periodic_work();
+            if taken.closed && !self.pipeline.handoff.has_jobs() {
+                let _ = self.sync();
+                return;
+            }
+        }
+    }
+
+    /// When the loop must wake up even if no job comes.
+    fn next_wakeup(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let flush = match (self.config.durability, self.config.flush_every) {
+            (Durability::Buffered, Some(every)) if self.dirty => {
+                Some((self.last_sync + every).saturating_duration_since(now))
+            }
+            _ => None,
+        };
+        let purge = self.next_purge.map(|at| at.saturating_duration_since(now));
+        match (flush, purge) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Commits a batch of requests in one transaction and answers each.
+    fn commit(&mut self, batch: Batch) {
+        if batch.is_empty() {
+            return;
+        }
+        let needs_caller: Vec<Cell<bool>> = batch.iter().map(|_| Cell::new(false)).collect();
+        let deciders: Vec<_> = batch
+            .iter()
+            .zip(&needs_caller)
+            .map(|((job, _), flag)| {
+                move |record: Option<&_>, key_record: Option<&_>| -> Result<Decision> {
+                    flag.set(false);
+                    match (job.decide)(record, key_record) {
+                        WriterVerdict::Decided(decision) => decision,
+                        WriterVerdict::NeedsCaller => {
+                            flag.set(true);
+                            // Never seen by anyone: the flag replaces it below.
+                            Err(Error::storage(
+                                "deciding a guarded request",
+                                std::io::Error::other("sent back to its caller"),
+                            ))
+                        }
+                    }
+                }
+            })
+            .collect();
+        let requests: Vec<StoreRequest<'_>> = batch
+            .iter()
+            .zip(&deciders)
+            .map(|((job, _), decide)| StoreRequest {
+                machine: &job.machine,
+                id: &job.id,
+                key: job.key.as_deref(),
+                decide,
+            })
+            .collect();
+        self.pipeline.tracker.begin_commit();
+        let executed = catch_unwind(AssertUnwindSafe(|| self.store.execute(&requests)));
+        drop(requests);
+        let decisions = match executed {
+            Ok(Ok(decisions)) => decisions,
+            Ok(Err(error)) => {
+                // sled's transaction failed: nothing of the batch was committed.
+                for (job, ticket) in batch {
+                    let error = copy_error(&error, &job);
+                    ticket.answer(Answer::Request(RequestAnswer::Done(Err(error))));
+                }
+                return;
+            }
+            Err(panic) => {
+                self.dirty = true;
+                let reason = format!("the commit panicked: {}", panic_message(&*panic));
+                for (job, ticket) in batch {
+                    ticket.answer(Answer::Request(RequestAnswer::Done(Err(commit_unknown(
+                        &job, &reason,
+                    )))));
+                }
+                return;
+            }
+        };
+        let wrote: usize = batch
+            .iter()
+            .zip(&decisions)
+            .filter(|(_, decision)| matches!(decision, Ok(decision) if writes(decision)))
+            .map(|((job, _), _)| job.bytes)
+            .sum();
+        let wrote_any = decisions
+            .iter()
+            .any(|decision| matches!(decision, Ok(decision) if writes(decision)));
+        if wrote_any {
+            self.dirty = true;
+            self.unsynced_bytes += wrote;
+        }
+        let synced = match self.config.durability {
+            Durability::Immediate => self.sync(),
+            Durability::Buffered => Ok(()),
+        };
+        for (((job, ticket), decision), needs_caller) in
+            batch.into_iter().zip(decisions).zip(needs_caller)
+        {
+            let answer = if needs_caller.get() {
+                RequestAnswer::NeedsCaller
+            } else {
+                RequestAnswer::Done(match decision {
+                    Ok(decision) if writes(&decision) => match &synced {
+                        Ok(()) => Ok(decision.into_outcome()),
+                        Err(reason) => Err(commit_unknown(&job, reason)),
+                    },
+                    Ok(decision) => Ok(decision.into_outcome()),
+                    Err(error) => Err(error),
+                })
+            };
+            ticket.answer(Answer::Request(answer));
+        }
+    }
+
+    fn run_task(&mut self, task: Task, ticket: Ticket<Answer>) {
+        self.pipeline.tracker.begin_commit();
+        let result =
+            catch_unwind(AssertUnwindSafe(|| task(&mut *self.store))).unwrap_or_else(|panic| {
+                Err(Error::storage(
+                    "running a write",
+                    std::io::Error::other(format!("it panicked: {}", panic_message(&*panic))),
+                ))
+            });
+        self.dirty = true;
+        let result = match self.config.durability {
+            Durability::Immediate => match self.sync() {
+                Ok(()) => result,
+                Err(reason) => result.and_then(|_| {
+                    Err(Error::storage(
+                        "making the change durable",
+                        std::io::Error::other(reason),
+                    ))
+                }),
+            },
+            Durability::Buffered => result,
+        };
+        ticket.answer(Answer::Task(result));
+    }
+
+    /// Makes every commit so far durable (a no-op when nothing is unsynced)
+    /// and moves the durable mark.
+    fn sync(&mut self) -> std::result::Result<(), String> {
+        let covered = self.pipeline.tracker.covered_by_sync_now();
+        if !self.dirty {
+            self.pipeline.tracker.synced(covered, Ok(()));
+            return Ok(());
+        }
+        let fault = self.config.faults.take_sync_fault();
+        let store = &mut self.store;
+        let result = catch_unwind(AssertUnwindSafe(|| match fault {
+            Some(SyncFault::Panic) => panic!("injected fault: the sync panicked"),
+            Some(SyncFault::Fail) => Err("injected fault: the sync failed".to_owned()),
+            None => store.sync().map_err(|error| error.to_string()),
+        }))
+        .unwrap_or_else(|panic| Err(format!("the sync panicked: {}", panic_message(&*panic))));
+        if result.is_ok() {
+            self.dirty = false;
+            self.unsynced_bytes = 0;
+            self.last_sync = Instant::now();
+            self.pipeline.published.bump();
+        }
+        self.pipeline.tracker.synced(covered, result.clone());
+        result
+    }
+
+    /// The background flush under `Buffered`, and the key purge.
+    fn periodic_work(&mut self) {
+        if self.config.durability == Durability::Buffered && self.dirty {
+            let due = self
+                .config
+                .flush_every
+                .is_some_and(|every| self.last_sync.elapsed() >= every);
+            if due || self.unsynced_bytes >= self.config.max_unsynced_bytes {
+                let _ = self.sync();
+            }
+        }
+        if !self.dirty {
+            // Nothing unsynced: every commit so far is durable.
+            let covered = self.pipeline.tracker.covered_by_sync_now();
+            if self.pipeline.tracker.durable() < covered {
+                self.pipeline.tracker.synced(covered, Ok(()));
+            }
+        }
+        if let (Some(at), Some(every)) = (self.next_purge, self.config.purge_every) {
+            if Instant::now() >= at {
+                let more = self.purge_round();
+                self.next_purge = Some(if more {
+                    Instant::now()
+                } else {
+                    Instant::now() + every
+                });
+            }
+        }
+    }
+
+    /// One bounded round of key purging; returns whether more is left.
+    fn purge_round(&mut self) -> bool {
+        let now = self.config.clock.now_ms();
+        let budget = self.config.purge_budget;
+        self.pipeline.tracker.begin_commit();
+        let store = &mut self.store;
+        let round = catch_unwind(AssertUnwindSafe(|| store.purge_expired_keys(now, budget)));
+        self.dirty = true;
+        let more = match round {
+            Ok(Ok(round)) => {
+                for error in &round.corrupt {
+                    tracing::warn!(%error, "skipped an unreadable idempotency key record while purging");
+                }
+                round.more
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "purging expired idempotency keys failed");
+                false
+            }
+            Err(panic) => {
+                tracing::warn!(
+                    panic = panic_message(&*panic),
+                    "purging expired idempotency keys panicked"
+                );
+                false
+            }
+        };
+        if self.config.durability == Durability::Immediate {
+            let _ = self.sync();
+        }
+        more
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}
+
+fn commit_unknown(job: &RequestJob, reason: &str) -> Error {
+    Error::CommitUnknown {
+        machine: job.machine.clone(),
+        id: job.id.clone(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// The same failure for every request of a batch (`Error` is not `Clone`).
+fn copy_error(error: &Error, job: &RequestJob) -> Error {
+    match error {
+        Error::Storage { context, source } => Error::storage(
+            context.clone(),
+            std::io::Error::new(source.kind(), source.to_string()),
+        ),
+        other => commit_unknown(job, &other.to_string()),
+    }
+}
