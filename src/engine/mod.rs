@@ -31,9 +31,8 @@ use crate::outbox::Outbox;
 use crate::request::Limits;
 use crate::store::sled::{SledOptions, SledStore};
 use crate::store::Store;
-use crate::write::durable::Settled;
 use crate::write::jobs::{Job, Task};
-use crate::write::{abandoned_task, Writer, WriterConfig};
+use crate::write::{abandoned_task, Settle, Writer, WriterConfig};
 
 /// How many keys one purge round looks at.
 const PURGE_BUDGET: usize = 1024;
@@ -258,8 +257,12 @@ impl EngineInner {
     /// failure reaches the callers whose own changes it concerns.
     pub(crate) fn settle_read(&self) -> Result<()> {
         match self.writer.settle_read() {
-            Settled::Durable | Settled::SyncFailed(_) => Ok(()),
-            Settled::Stopped => Err(abandoned_task("waiting for reads to be durable")),
+            Ok(()) => Ok(()),
+            Err(Settle::SyncFailed(error)) => {
+                tracing::warn!(%error, "a read was answered although the sync that should make it durable failed");
+                Ok(())
+            }
+            Err(Settle::Stopped) => Err(abandoned_task("waiting for reads to be durable")),
         }
     }
 }

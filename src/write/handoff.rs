@@ -1,23 +1,31 @@
-//! The hand-off between callers and the writer thread.
+//! The hand-off between callers and whoever writes: flat combining with a
+//! leadership token.
 //!
-//! A caller [`submit`](Handoff::submit)s a job and sleeps on a slot of its
-//! own; the writer [`take`](Handoff::take)s waiting jobs in submission order
-//! and answers each through its [`Ticket`]. Nothing else is shared.
+//! A caller [`submit`](Handoff::submit)s a job. If no one leads, it becomes
+//! the *leader*: it takes the oldest waiting jobs (its own first among them
+//! when the queue was empty), runs them as one batch through the `lead`
+//! callback, which answers each job through its [`Ticket`], and then passes
+//! the leadership to the caller of the oldest job still waiting, or gives it
+//! up. Every other caller sleeps on a slot of its own until its job is
+//! answered or the leadership reaches it. So a lone caller runs its job on
+//! its own thread at once (no thread switch), concurrent callers share
+//! batches, and each caller leads at most one batch per job it submits.
 //!
 //! Invariants (checked by `tests/loom.rs` under loom's model checker):
-//! - every submitted job is taken at most once, in submission order;
-//! - a caller returns exactly once, with the writer's answer, or with
-//!   [`Abandoned`] when its ticket was dropped unanswered (the writer
-//!   panicked or stopped) or the hand-off was closed before the job was taken;
-//! - the only lock a caller holds while it waits is none: it waits on its
-//!   slot's condition variable, whose mutex the writer takes only to store
-//!   the answer. So a caller can never block the writer, and the writer
-//!   never waits for a caller: the wait-for graph has no cycle.
+//! - at most one caller leads at a time, so at most one batch runs at a time;
+//! - every submitted job is taken exactly once, in submission order, unless
+//!   the hand-off is closed first (then it is answered [`Abandoned`]);
+//! - a caller returns exactly once: with its job's answer, or [`Abandoned`]
+//!   when the ticket was dropped unanswered (say, a panic unwound the batch);
+//! - when a leader finishes (normally or by a panic: leadership is passed
+//!   by a drop guard), either the queue is empty and no one leads, or the
+//!   oldest waiting caller leads: no job is ever stranded;
+//! - no lock of the hand-off is held while a batch runs or while a caller
+//!   sleeps, so the wait-for graph has no cycle through it.
 //!
 //! This file uses only `super::sync` so that loom can check the same code.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use super::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -27,39 +35,40 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The job was not answered: the writer dropped its ticket (it panicked or
-/// stopped) or the hand-off was closed before the job was taken.
+/// The job was not answered: its ticket was dropped unanswered (the batch
+/// running it panicked) or the hand-off was closed before it was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Abandoned;
 
 /// A queue of jobs of type `J`, each answered with an `R`.
 pub(crate) struct Handoff<J, R> {
     state: Mutex<Queue<J, R>>,
-    /// Wakes the writer when a job arrives, it is nudged or it must stop.
-    writer_wake: Condvar,
+    max_batch: usize,
 }
 
 struct Queue<J, R> {
     jobs: VecDeque<(J, Ticket<R>)>,
-    /// Set by [`Handoff::nudge`], cleared by the next [`Handoff::take`].
-    nudged: bool,
+    /// Whether some caller leads (runs, or is about to run, a batch).
+    leader: bool,
     closed: bool,
 }
 
-/// Where one caller waits for its answer.
+/// Where one caller waits.
 struct Slot<R> {
     state: Mutex<SlotState<R>>,
-    ready: Condvar,
+    wake: Condvar,
 }
 
 enum SlotState<R> {
     Waiting,
+    /// The leadership was passed to this caller.
+    Lead,
     Answered(R),
     Abandoned,
 }
 
-/// The writer's promise to answer one job. Dropping it unanswered (say, while
-/// a panic unwinds the writer) answers [`Abandoned`], so no caller waits forever.
+/// The promise to answer one job. Dropping it unanswered (say, while a panic
+/// unwinds the batch) answers [`Abandoned`], so no caller waits forever.
 pub(crate) struct Ticket<R> {
     slot: Option<Arc<Slot<R>>>,
 }
@@ -68,7 +77,13 @@ impl<R> Ticket<R> {
     /// Hands the answer to the waiting caller.
     pub(crate) fn answer(mut self, answer: R) {
         if let Some(slot) = self.slot.take() {
-            slot.set(SlotState::Answered(answer));
+            slot.finish(SlotState::Answered(answer));
+        }
+    }
+
+    fn pass_leadership(&self) {
+        if let Some(slot) = &self.slot {
+            slot.offer_lead();
         }
     }
 }
@@ -76,70 +91,86 @@ impl<R> Ticket<R> {
 impl<R> Drop for Ticket<R> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            slot.set(SlotState::Abandoned);
+            slot.finish(SlotState::Abandoned);
         }
     }
 }
 
 impl<R> Slot<R> {
-    fn set(&self, state: SlotState<R>) {
+    /// Stores the job's final state (an answer or abandonment).
+    fn finish(&self, state: SlotState<R>) {
         let mut current = lock(&self.state);
-        if matches!(*current, SlotState::Waiting) {
-            *current = state;
-        }
+        *current = state;
         drop(current);
-        self.ready.notify_one();
+        self.wake.notify_one();
     }
 
-    fn wait(&self) -> Result<R, Abandoned> {
+    /// Passes the leadership to this (waiting) caller.
+    fn offer_lead(&self) {
+        let mut current = lock(&self.state);
+        if matches!(*current, SlotState::Waiting) {
+            *current = SlotState::Lead;
+        }
+        drop(current);
+        self.wake.notify_one();
+    }
+
+    /// Waits until the slot holds an answer, an abandonment or the leadership.
+    fn wait(&self) -> SlotState<R> {
         let mut state = lock(&self.state);
         loop {
-            match std::mem::replace(&mut *state, SlotState::Abandoned) {
+            match std::mem::replace(&mut *state, SlotState::Waiting) {
                 SlotState::Waiting => {
-                    *state = SlotState::Waiting;
                     state = self
-                        .ready
+                        .wake
                         .wait(state)
                         .unwrap_or_else(|poisoned| poisoned.into_inner());
                 }
-                SlotState::Answered(answer) => return Ok(answer),
-                SlotState::Abandoned => return Err(Abandoned),
+                taken => return taken,
             }
         }
     }
 }
 
-/// What [`Handoff::take`] found.
-pub(crate) struct Taken<J, R> {
-    /// The oldest waiting jobs, at most the number asked for.
-    pub(crate) jobs: Vec<(J, Ticket<R>)>,
-    /// Whether the hand-off was nudged since the last take.
-    pub(crate) nudged: bool,
-    /// Whether the hand-off is closed (the writer should finish and stop).
-    pub(crate) closed: bool,
-}
+/// Ends a leader's turn, however it ends: passes the leadership to the
+/// oldest waiting caller, or gives it up when no one waits.
+struct EndOfTurn<'a, J, R>(&'a Handoff<J, R>);
 
-impl<J, R> Default for Handoff<J, R> {
-    fn default() -> Self {
-        Handoff {
-            state: Mutex::new(Queue {
-                jobs: VecDeque::new(),
-                nudged: false,
-                closed: false,
-            }),
-            writer_wake: Condvar::new(),
+impl<J, R> Drop for EndOfTurn<'_, J, R> {
+    fn drop(&mut self) {
+        let mut queue = lock(&self.0.state);
+        match queue.jobs.front() {
+            Some((_, next)) => next.pass_leadership(),
+            None => queue.leader = false,
         }
     }
 }
 
+/// A batch of jobs with the tickets that answer them.
+pub(crate) type Batch<J, R> = Vec<(J, Ticket<R>)>;
+
 impl<J, R> Handoff<J, R> {
-    /// Queues `job` and waits for its answer.
-    pub(crate) fn submit(&self, job: J) -> Result<R, Abandoned> {
+    /// A hand-off whose batches take at most `max_batch` jobs.
+    pub(crate) fn new(max_batch: usize) -> Self {
+        Handoff {
+            state: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                leader: false,
+                closed: false,
+            }),
+            max_batch: max_batch.max(1),
+        }
+    }
+
+    /// Queues `job` and returns its answer. While this caller leads, `lead`
+    /// runs one batch (this job may or may not be in it) and must answer
+    /// every ticket of it (a ticket it drops answers `Abandoned`).
+    pub(crate) fn submit(&self, job: J, lead: &mut dyn FnMut(Batch<J, R>)) -> Result<R, Abandoned> {
         let slot = Arc::new(Slot {
             state: Mutex::new(SlotState::Waiting),
-            ready: Condvar::new(),
+            wake: Condvar::new(),
         });
-        {
+        let mut leads = {
             let mut queue = lock(&self.state);
             if queue.closed {
                 return Err(Abandoned);
@@ -150,59 +181,31 @@ impl<J, R> Handoff<J, R> {
                     slot: Some(slot.clone()),
                 },
             ));
+            !std::mem::replace(&mut queue.leader, true)
+        };
+        loop {
+            if leads {
+                let turn = EndOfTurn(self);
+                let batch = {
+                    let mut queue = lock(&self.state);
+                    let count = queue.jobs.len().min(self.max_batch);
+                    queue.jobs.drain(..count).collect()
+                };
+                lead(batch);
+                drop(turn);
+            }
+            match slot.wait() {
+                SlotState::Answered(answer) => return Ok(answer),
+                SlotState::Abandoned => return Err(Abandoned),
+                SlotState::Lead => leads = true,
+                SlotState::Waiting => leads = false,
+            }
         }
-        self.writer_wake.notify_one();
-        slot.wait()
     }
 
-    /// Wakes the writer without a job (for work it does on its own, such as
-    /// a flush a reader waits for).
-    pub(crate) fn nudge(&self) {
-        lock(&self.state).nudged = true;
-        self.writer_wake.notify_one();
-    }
-
-    /// Stops taking jobs: later submissions are [`Abandoned`]; jobs already
-    /// queued are still handed to the writer.
+    /// Stops taking jobs: later submissions, and jobs still queued, are
+    /// [`Abandoned`].
     pub(crate) fn close(&self) {
-        lock(&self.state).closed = true;
-        self.writer_wake.notify_one();
-    }
-
-    /// The writer's side: waits up to `timeout` (for ever when `None`) until
-    /// a job is queued, the hand-off is nudged or closed, then takes up to
-    /// `max` of the oldest jobs.
-    pub(crate) fn take(&self, max: usize, timeout: Option<Duration>) -> Taken<J, R> {
-        let mut queue = lock(&self.state);
-        if queue.jobs.is_empty() && !queue.nudged && !queue.closed {
-            queue = match timeout {
-                None => self
-                    .writer_wake
-                    .wait(queue)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
-                Some(timeout) => {
-                    self.writer_wake
-                        .wait_timeout(queue, timeout)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .0
-                }
-            };
-        }
-        let count = queue.jobs.len().min(max);
-        Taken {
-            jobs: queue.jobs.drain(..count).collect(),
-            nudged: std::mem::take(&mut queue.nudged),
-            closed: queue.closed,
-        }
-    }
-
-    /// Whether jobs are waiting to be taken.
-    pub(crate) fn has_jobs(&self) -> bool {
-        !lock(&self.state).jobs.is_empty()
-    }
-
-    /// Closes the hand-off and abandons every queued job (the writer is gone).
-    pub(crate) fn abandon_all(&self) {
         let jobs: Vec<_> = {
             let mut queue = lock(&self.state);
             queue.closed = true;

@@ -44,6 +44,9 @@ pub(crate) enum Job {
     Task(Task),
     /// Make every commit so far durable.
     Sync,
+    /// The background sync under `Buffered` and the key purge, when due
+    /// (submitted by the housekeeper thread); answers 1 if more is due at once.
+    Periodic,
 }
 
 /// The writer's answer to a request.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::handoff::Ticket;
 use super::jobs::{writes, Answer, Job, RequestAnswer, RequestJob, Task, WriterVerdict};
-use super::Pipeline;
+use super::Marks;
 use crate::clock::Clock;
 use crate::decide::Decision;
 use crate::durability::Durability;
@@ -37,36 +37,11 @@ pub(crate) struct WriterConfig {
     pub(crate) faults: Faults,
 }
 
-/// Stops the pipeline if the writer leaves its loop, normally or by a panic:
-/// every queued caller is answered and every waiting reader woken.
-struct StopOnExit<'a>(&'a Pipeline);
-
-impl Drop for StopOnExit<'_> {
-    fn drop(&mut self) {
-        self.0.handoff.abandon_all();
-        self.0.tracker.stop();
-        self.0.published.bump();
-    }
-}
-
-pub(super) fn run(store: Box<dyn StoreWriter>, pipeline: &Pipeline, config: WriterConfig) {
-    let _stop = StopOnExit(pipeline);
-    let next_purge = config.purge_every.map(|every| Instant::now() + every);
-    let mut writer = WriterLoop {
-        store,
-        pipeline,
-        config,
-        dirty: false,
-        unsynced_bytes: 0,
-        last_sync: Instant::now(),
-        next_purge,
-    };
-    writer.run();
-}
-
-struct WriterLoop<'a> {
+/// The writer's state: the store's write side and what is not yet synced.
+/// Only the current leader of the hand-off touches it.
+pub(crate) struct WriterLoop {
     store: Box<dyn StoreWriter>,
-    pipeline: &'a Pipeline,
+    marks: Arc<Marks>,
     config: WriterConfig,
     /// Whether something was written since the last successful sync.
     dirty: bool,
@@ -77,69 +52,81 @@ struct WriterLoop<'a> {
 
 type Batch = Vec<(RequestJob, Ticket<Answer>)>;
 
-impl WriterLoop<'_> {
-    fn run(&mut self) {
-        loop {
-            let taken = self
-                .pipeline
-                .handoff
-                .take(self.config.max_batch, self.next_wakeup());
-            let mut batch: Batch = Vec::new();
-            let mut batch_bytes = 0;
-            for (job, ticket) in taken.jobs {
-                match job {
-                    Job::Request(request) => {
-                        if !batch.is_empty()
-                            && batch_bytes + request.bytes > self.config.max_batch_bytes
-                        {
-                            self.commit(std::mem::take(&mut batch));
-                            batch_bytes = 0;
-                        }
-                        batch_bytes += request.bytes;
-                        batch.push((request, ticket));
-                    }
-                    Job::Task(task) => {
-                        self.commit(std::mem::take(&mut batch));
-                        batch_bytes = 0;
-                        self.run_task(task, ticket);
-                    }
-                    Job::Sync => {
-                        self.commit(std::mem::take(&mut batch));
-                        batch_bytes = 0;
-                        let result = self.sync().map(|()| 0).map_err(|reason| {
-                            Error::storage("syncing the database", std::io::Error::other(reason))
-                        });
-                        ticket.answer(Answer::Task(result));
-                    }
-                }
-            }
-            self.commit(batch);
-            if taken.nudged {
-                // A reader waits for what it read to be durable.
-                let _ = self.sync();
-            }
-            self.periodic_work();
-            if taken.closed && !self.pipeline.handoff.has_jobs() {
-                let _ = self.sync();
-                return;
-            }
+impl WriterLoop {
+    pub(super) fn new(
+        store: Box<dyn StoreWriter>,
+        marks: Arc<Marks>,
+        config: WriterConfig,
+    ) -> Self {
+        let next_purge = config.purge_every.map(|every| Instant::now() + every);
+        WriterLoop {
+            store,
+            marks,
+            config,
+            dirty: false,
+            unsynced_bytes: 0,
+            last_sync: Instant::now(),
+            next_purge,
         }
     }
 
-    /// When the loop must wake up even if no job comes.
-    fn next_wakeup(&self) -> Option<Duration> {
-        let now = Instant::now();
-        let flush = match (self.config.durability, self.config.flush_every) {
-            (Durability::Buffered, Some(every)) if self.dirty => {
-                Some((self.last_sync + every).saturating_duration_since(now))
+    /// Runs one batch of jobs, in order, and answers each.
+    pub(super) fn process(&mut self, jobs: super::handoff::Batch<Job, Answer>) {
+        let mut batch: Batch = Vec::new();
+        let mut batch_bytes = 0;
+        for (job, ticket) in jobs {
+            match job {
+                Job::Request(request) => {
+                    if !batch.is_empty()
+                        && batch_bytes + request.bytes > self.config.max_batch_bytes
+                    {
+                        self.commit(std::mem::take(&mut batch));
+                        batch_bytes = 0;
+                    }
+                    batch_bytes += request.bytes;
+                    batch.push((request, ticket));
+                }
+                Job::Task(task) => {
+                    self.commit(std::mem::take(&mut batch));
+                    batch_bytes = 0;
+                    self.run_task(task, ticket);
+                }
+                Job::Sync => {
+                    self.commit(std::mem::take(&mut batch));
+                    batch_bytes = 0;
+                    let result = self.sync().map(|()| 0).map_err(|reason| {
+                        Error::storage("syncing the database", std::io::Error::other(reason))
+                    });
+                    ticket.answer(Answer::Task(result));
+                }
+                Job::Periodic => {
+                    self.commit(std::mem::take(&mut batch));
+                    batch_bytes = 0;
+                    let more = self.periodic_work();
+                    ticket.answer(Answer::Task(Ok(u64::from(more))));
+                }
             }
-            _ => None,
-        };
-        let purge = self.next_purge.map(|at| at.saturating_duration_since(now));
-        match (flush, purge) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
         }
+        self.commit(batch);
+        if self.config.durability == Durability::Buffered
+            && self.unsynced_bytes >= self.config.max_unsynced_bytes
+        {
+            // Keep what waits for a sync (and sled's log buffers in flight) small.
+            let _ = self.sync();
+        }
+    }
+
+    /// How long the housekeeper may sleep before periodic work is due.
+    pub(super) fn periodic_interval(config: &WriterConfig) -> Duration {
+        let flush = match config.durability {
+            Durability::Buffered => config.flush_every,
+            Durability::Immediate => None,
+        };
+        [flush, config.purge_every, Some(Duration::from_secs(1))]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(Duration::from_secs(1))
     }
 
     /// Commits a batch of requests in one transaction and answers each.
@@ -178,7 +165,7 @@ impl WriterLoop<'_> {
                 decide,
             })
             .collect();
-        self.pipeline.tracker.begin_commit();
+        self.marks.tracker.begin_commit();
         let executed = catch_unwind(AssertUnwindSafe(|| self.store.execute(&requests)));
         drop(requests);
         let decisions = match executed {
@@ -239,7 +226,7 @@ impl WriterLoop<'_> {
     }
 
     fn run_task(&mut self, task: Task, ticket: Ticket<Answer>) {
-        self.pipeline.tracker.begin_commit();
+        self.marks.tracker.begin_commit();
         let result =
             catch_unwind(AssertUnwindSafe(|| task(&mut *self.store))).unwrap_or_else(|panic| {
                 Err(Error::storage(
@@ -266,9 +253,9 @@ impl WriterLoop<'_> {
     /// Makes every commit so far durable (a no-op when nothing is unsynced)
     /// and moves the durable mark.
     fn sync(&mut self) -> std::result::Result<(), String> {
-        let covered = self.pipeline.tracker.covered_by_sync_now();
+        let covered = self.marks.tracker.covered_by_sync_now();
         if !self.dirty {
-            self.pipeline.tracker.synced(covered, Ok(()));
+            self.marks.tracker.synced(covered);
             return Ok(());
         }
         let fault = self.config.faults.take_sync_fault();
@@ -283,14 +270,15 @@ impl WriterLoop<'_> {
             self.dirty = false;
             self.unsynced_bytes = 0;
             self.last_sync = Instant::now();
-            self.pipeline.published.bump();
+            self.marks.tracker.synced(covered);
+            self.marks.published.bump();
         }
-        self.pipeline.tracker.synced(covered, result.clone());
         result
     }
 
-    /// The background flush under `Buffered`, and the key purge.
-    fn periodic_work(&mut self) {
+    /// The background flush under `Buffered`, and the key purge; returns
+    /// whether more purging is due at once.
+    fn periodic_work(&mut self) -> bool {
         if self.config.durability == Durability::Buffered && self.dirty {
             let due = self
                 .config
@@ -302,10 +290,8 @@ impl WriterLoop<'_> {
         }
         if !self.dirty {
             // Nothing unsynced: every commit so far is durable.
-            let covered = self.pipeline.tracker.covered_by_sync_now();
-            if self.pipeline.tracker.durable() < covered {
-                self.pipeline.tracker.synced(covered, Ok(()));
-            }
+            let covered = self.marks.tracker.covered_by_sync_now();
+            self.marks.tracker.synced(covered);
         }
         if let (Some(at), Some(every)) = (self.next_purge, self.config.purge_every) {
             if Instant::now() >= at {
@@ -315,15 +301,17 @@ impl WriterLoop<'_> {
                 } else {
                     Instant::now() + every
                 });
+                return more;
             }
         }
+        false
     }
 
     /// One bounded round of key purging; returns whether more is left.
     fn purge_round(&mut self) -> bool {
         let now = self.config.clock.now_ms();
         let budget = self.config.purge_budget;
-        self.pipeline.tracker.begin_commit();
+        self.marks.tracker.begin_commit();
         let store = &mut self.store;
         let round = catch_unwind(AssertUnwindSafe(|| store.purge_expired_keys(now, budget)));
         self.dirty = true;
