@@ -12,7 +12,7 @@ use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::{Bfs, EdgeRef};
 use petgraph::Direction;
 
-use crate::machine::{MachineDef, TransitionDef};
+use crate::machine::{format_delay, MachineDef, TransitionDef};
 
 /// A machine as a petgraph graph: one node per declared state (weight: the
 /// state's index in [`MachineDef::states`]), one edge per transition whose
@@ -55,6 +55,33 @@ impl MachineGraph {
         edges.sort_by_key(|&edge| self.graph[edge]);
         edges
     }
+}
+
+/// The transitions that a timeout fires, by index in
+/// [`MachineDef::transitions`], with the label to draw: `event (after 30m)`.
+/// A timed state's transition is the first one from it on the timeout's
+/// event (the one [`MachineDef::target`] finds).
+fn timed_labels(def: &MachineDef) -> BTreeMap<usize, String> {
+    let mut labels = BTreeMap::new();
+    for state in &def.states {
+        let Some(timeout) = &state.timeout else {
+            continue;
+        };
+        let fired = def
+            .transitions
+            .iter()
+            .position(|t| t.from == state.name && t.event == timeout.event);
+        if let Some(index) = fired {
+            let delay = format_delay(timeout.after_ms);
+            let label = if timeout.event.is_empty() {
+                format!("(after {delay})")
+            } else {
+                format!("{} (after {delay})", timeout.event)
+            };
+            labels.insert(index, label);
+        }
+    }
+    labels
 }
 
 /// Options of [`MachineDef::to_dot_with`]: a heat map of entity counts and
@@ -228,7 +255,8 @@ impl MachineDef {
     /// Left to right; a point marks the entry with an arrow to the initial
     /// state; terminal states are double circles, the others circles; edges
     /// are labelled with their events and states carry their description as
-    /// a tooltip. Every string is quoted and escaped (`"`, `\`, newlines,
+    /// a tooltip. The transition that a state's timeout fires is dashed and
+    /// labelled `event (after 30m)` (see [`format_delay`]). Every string is quoted and escaped (`"`, `\`, newlines,
     /// `&`), and the text follows declaration order, so it is byte-identical
     /// for the same definition. Transitions whose ends are not declared
     /// states are left out. Same as `to_dot_with(&DotOptions::default())`.
@@ -266,6 +294,7 @@ impl MachineDef {
     /// see [`DotOptions`].
     pub fn to_dot_with(&self, options: &DotOptions) -> String {
         let view = MachineGraph::new(self);
+        let timed = timed_labels(self);
 
         // The entry marker's id must not be a state's.
         let mut start_id = String::from("__start");
@@ -383,7 +412,10 @@ impl MachineDef {
         }
         for edge in view.graph.edge_references() {
             let transition = &self.transitions[*edge.weight()];
-            let mut attrs = vec![("label", dot_quote(&transition.event))];
+            let mut attrs = match timed.get(edge.weight()) {
+                Some(label) => vec![("label", dot_quote(label)), ("style", "dashed".to_owned())],
+                None => vec![("label", dot_quote(&transition.event))],
+            };
             if steps.contains(&(edge.source(), edge.target())) {
                 attrs.push(("color", dot_quote(HIGHLIGHT)));
                 attrs.push(("fontcolor", dot_quote(HIGHLIGHT)));
@@ -407,7 +439,9 @@ impl MachineDef {
     /// `state "<name>" as <id>` followed by one `<id> : <line>` per line of
     /// its description (Mermaid then draws the name as the title and the
     /// description below it); `[*] --> <initial>` marks the entry, each
-    /// transition is `<from> --> <to> : <event>` and each terminal state gets
+    /// transition is `<from> --> <to> : <event>` (`<event> (after 30m)` for
+    /// the transition a state's timeout fires: Mermaid state diagrams have no
+    /// dashed transitions) and each terminal state gets
     /// `<terminal> --> [*]`. The id is the state's name when Mermaid can take
     /// it as is (ASCII letters, digits and `_`, not a keyword), otherwise
     /// `s<index>`. Characters that Mermaid would misread in text (`:`, `;`,
@@ -441,6 +475,7 @@ impl MachineDef {
     pub fn to_mermaid(&self) -> String {
         let view = MachineGraph::new(self);
         let ids = mermaid_ids(self);
+        let timed = timed_labels(self);
 
         let mut out = String::from("stateDiagram-v2\n    direction LR\n");
         for node in view.graph.node_indices() {
@@ -464,7 +499,10 @@ impl MachineDef {
             let transition = &self.transitions[*edge.weight()];
             let from = &ids[view.graph[edge.source()]];
             let to = &ids[view.graph[edge.target()]];
-            let event = mermaid_text(transition.event.trim());
+            let event = match timed.get(edge.weight()) {
+                Some(label) => mermaid_text(label.trim()),
+                None => mermaid_text(transition.event.trim()),
+            };
             if event.is_empty() {
                 let _ = writeln!(out, "    {from} --> {to}");
             } else {

@@ -109,7 +109,10 @@ pub use engine::{Engine, EngineBuilder, Machine, NamedMachine};
 pub use error::{Error, InputField, MissingState, Result};
 pub use graph::{render_svg, DotOptions};
 pub use guard::GuardInput;
-pub use machine::{MachineDef, MachineEvent, StateDef, StateMachine, Transition, TransitionDef};
+pub use machine::{
+    format_delay, EventAliasDef, MachineDef, MachineEvent, StateDef, StateMachine, TimeoutDef,
+    Transition, TransitionDef,
+};
 pub use outbox::{Outbox, Subscription};
 pub use outcome::{
     Entity, EntityRecord, HistoryEntry, HistoryRecord, OutboxEvent, Outcome, OutcomeRecord,

@@ -1,13 +1,26 @@
 //! Machines: the [`StateMachine`] trait that `#[derive(StateMachine)]` implements,
 //! and [`MachineDef`], the run-time definition that storage, tools and graphs use.
+//!
+//! Aliases (old state and event names that stored data may still hold) live
+//! in the submodule `aliases`, declared timeouts in `timeouts`; both add to
+//! [`MachineDef`] and to its validation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::hash::Hash;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+mod aliases;
+#[cfg(test)]
+mod tests;
+mod timeouts;
+
+pub use aliases::EventAliasDef;
+pub use timeouts::{format_delay, TimeoutDef};
 
 /// A state enum whose transitions idemflow knows.
 ///
@@ -53,10 +66,12 @@ pub trait StateMachine: Copy + Eq + Hash + Debug + Send + Sync + 'static {
     /// Every state, in declaration order.
     fn states() -> &'static [Self];
 
-    /// The state's snake_case name, as stored.
+    /// The state's current snake_case name, as stored (never an alias).
     fn name(self) -> &'static str;
 
-    /// The state with that snake_case name.
+    /// The state with that snake_case name, or with that old name among its
+    /// [`aliases`](Self::aliases), so that names stored before a rename
+    /// still read.
     fn from_name(name: &str) -> Option<Self>;
 
     /// The state's description (its doc comment), if any.
@@ -72,7 +87,24 @@ pub trait StateMachine: Copy + Eq + Hash + Debug + Send + Sync + 'static {
     /// Every declared transition, in declaration order.
     fn transitions() -> &'static [Transition<Self>];
 
-    /// The run-time definition of this machine, built from the declaration.
+    /// The old names that read as this state (`#[alias("old_name")]`), in
+    /// declaration order: names that stored data may hold from before a
+    /// rename or a merge. [`from_name`](Self::from_name) accepts them;
+    /// [`name`](Self::name) never returns them. None by default.
+    fn aliases(self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The state's timeout (`#[timeout(after = "30m", fire = expire)]`): once
+    /// an entity has been in this state for that long, the engine fires the
+    /// event, which the state declares. `None` by default.
+    fn timeout(self) -> Option<(Duration, Self::Event)> {
+        None
+    }
+
+    /// The run-time definition of this machine, built from the declaration:
+    /// states (with their aliases and timeouts), transitions, and the event
+    /// aliases, grouped by event in the order of [`MachineEvent::all`].
     fn definition() -> MachineDef {
         let states = Self::states()
             .iter()
@@ -80,6 +112,15 @@ pub trait StateMachine: Copy + Eq + Hash + Debug + Send + Sync + 'static {
                 name: state.name().to_owned(),
                 description: state.description().map(str::to_owned),
                 terminal: state.is_terminal(),
+                aliases: state
+                    .aliases()
+                    .iter()
+                    .map(|&alias| alias.to_owned())
+                    .collect(),
+                timeout: state.timeout().map(|(after, event)| TimeoutDef {
+                    after_ms: timeouts::millis(after),
+                    event: event.name().to_owned(),
+                }),
             })
             .collect();
         let transitions = Self::transitions()
@@ -90,25 +131,43 @@ pub trait StateMachine: Copy + Eq + Hash + Debug + Send + Sync + 'static {
                 to: transition.to.name().to_owned(),
             })
             .collect();
+        let event_aliases = Self::Event::all()
+            .iter()
+            .flat_map(|&event| {
+                event.aliases().iter().map(move |&alias| EventAliasDef {
+                    alias: alias.to_owned(),
+                    event: event.name().to_owned(),
+                })
+            })
+            .collect();
         MachineDef {
             name: Self::machine_name().to_owned(),
             initial: Self::initial().name().to_owned(),
             states,
             transitions,
+            event_aliases,
         }
     }
 }
 
 /// The event enum generated for a [`StateMachine`].
 pub trait MachineEvent: Copy + Eq + Hash + Debug + Send + Sync + 'static {
-    /// The event's snake_case name, as stored.
+    /// The event's current snake_case name, as stored (never an alias).
     fn name(self) -> &'static str;
 
-    /// The event with that snake_case name.
+    /// The event with that snake_case name, or with that old name among its
+    /// [`aliases`](Self::aliases).
     fn from_name(name: &str) -> Option<Self>;
 
     /// Every event, in order of first appearance in the declaration.
     fn all() -> &'static [Self];
+
+    /// The old names that read as this event
+    /// (`#[event_alias(event = "old_name")]` on the state enum), in
+    /// declaration order. None by default.
+    fn aliases(self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// One declared transition of a typed machine: `from --event--> to`.
@@ -133,6 +192,26 @@ pub struct StateDef {
     /// Whether the state is terminal.
     #[serde(default)]
     pub terminal: bool,
+    /// Old names that read as this state (renames and merges), in
+    /// declaration order; see [`MachineDef::alias`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// The state's timeout, if it has one; see [`MachineDef::timeout`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<TimeoutDef>,
+}
+
+impl StateDef {
+    /// A state without description, aliases or timeout.
+    fn named(name: String, terminal: bool) -> Self {
+        StateDef {
+            name,
+            description: None,
+            terminal,
+            aliases: Vec::new(),
+            timeout: None,
+        }
+    }
 }
 
 /// One transition of a [`MachineDef`]: `from --event--> to`, by name.
@@ -146,8 +225,9 @@ pub struct TransitionDef {
     pub to: String,
 }
 
-/// A machine's definition known at run time: states (with descriptions and
-/// the terminal flag), the initial state and the transitions, all by name.
+/// A machine's definition known at run time: states (with descriptions, the
+/// terminal flag, aliases and timeouts), the initial state, the transitions
+/// and the event aliases, all by name.
 ///
 /// Derived machines produce one with [`StateMachine::definition`]; machines
 /// known only at run time build one by hand and check it with
@@ -181,6 +261,10 @@ pub struct MachineDef {
     pub states: Vec<StateDef>,
     /// Every transition, in declaration order.
     pub transitions: Vec<TransitionDef>,
+    /// Old event names and the current events they read as; see
+    /// [`MachineDef::event_alias`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub event_aliases: Vec<EventAliasDef>,
 }
 
 impl MachineDef {
@@ -192,28 +276,21 @@ impl MachineDef {
             initial: initial.into(),
             states: Vec::new(),
             transitions: Vec::new(),
+            event_aliases: Vec::new(),
         }
     }
 
     /// Adds a non-terminal state.
     #[must_use]
     pub fn state(mut self, name: impl Into<String>) -> Self {
-        self.states.push(StateDef {
-            name: name.into(),
-            description: None,
-            terminal: false,
-        });
+        self.states.push(StateDef::named(name.into(), false));
         self
     }
 
     /// Adds a terminal state.
     #[must_use]
     pub fn terminal_state(mut self, name: impl Into<String>) -> Self {
-        self.states.push(StateDef {
-            name: name.into(),
-            description: None,
-            terminal: true,
-        });
+        self.states.push(StateDef::named(name.into(), true));
         self
     }
 
@@ -307,7 +384,16 @@ impl MachineDef {
     /// - each `(from, event)` pair has exactly one target (deterministic);
     /// - no transition is a self-loop;
     /// - every state is reachable from the initial state;
-    /// - every non-terminal state has an outgoing transition, and terminal states have none.
+    /// - every non-terminal state has an outgoing transition, and terminal states have none;
+    /// - a state alias is non-empty, is not the name of a current state, and
+    ///   is given once, on one state (listing several on one state is a merge);
+    /// - an event alias is non-empty, is not the name of a current event, is
+    ///   given once, and reads as an event that some transition fires;
+    /// - a timeout is at least 1 ms, is not on a terminal state, and fires an
+    ///   event that its state declares a transition for.
+    ///
+    /// Unlike the derive macro, which also requires snake_case, it takes any
+    /// non-empty name, for states, events and aliases alike.
     pub fn validate(&self) -> Result<()> {
         let problems = self.problems();
         if problems.is_empty() {
@@ -409,6 +495,8 @@ impl MachineDef {
                 ));
             }
         }
+        aliases::problems(self, &mut problems);
+        timeouts::problems(self, &mut problems);
         problems
     }
 }

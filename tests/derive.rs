@@ -1,5 +1,8 @@
-//! `#[derive(StateMachine)]`: the generated API on real machines, and the
-//! compile-time checks (trybuild snapshots in `tests/ui`).
+//! `#[derive(StateMachine)]`: the generated API on real machines (aliases,
+//! event aliases and timeouts included), and the compile-time checks
+//! (trybuild snapshots in `tests/ui`).
+
+use std::time::Duration;
 
 use idemflow::{MachineDef, MachineEvent, StateMachine, Transition};
 
@@ -43,6 +46,29 @@ pub(crate) enum PullRequest {
     Closed,
 }
 
+/// A machine that was renamed and merged: `in_progress` became `working`,
+/// `waiting` and `queued` were merged into `open`, the event `finish` became
+/// `close`; `working` times out.
+#[derive(StateMachine, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[machine(name = "ticket", initial = Open, events = TicketEvent)]
+#[event_alias(close = "finish")]
+#[event_alias(start = "begin", close = "done")]
+pub enum Ticket {
+    /// Waiting for someone to pick it up.
+    #[alias("waiting", "queued")]
+    #[on(start = Working, close = Closed)]
+    Open,
+    #[alias("in_progress")]
+    #[timeout(after = "3d", fire = stall)]
+    #[on(close = Closed, stall = Stalled)]
+    Working,
+    #[on(start = Working)]
+    #[timeout(after = "90s", fire = start)]
+    Stalled,
+    #[terminal]
+    Closed,
+}
+
 /// Every `(state, event)` pair of a machine.
 fn pairs<M: StateMachine>() -> impl Iterator<Item = (M, M::Event)> {
     M::states()
@@ -53,9 +79,17 @@ fn pairs<M: StateMachine>() -> impl Iterator<Item = (M, M::Event)> {
 fn check_round_trips<M: StateMachine>() {
     for &state in M::states() {
         assert_eq!(M::from_name(state.name()), Some(state), "{state:?}");
+        for alias in state.aliases() {
+            assert_eq!(M::from_name(alias), Some(state), "{alias}");
+            assert_ne!(state.name(), *alias);
+        }
     }
     for &event in M::Event::all() {
         assert_eq!(M::Event::from_name(event.name()), Some(event), "{event:?}");
+        for alias in event.aliases() {
+            assert_eq!(M::Event::from_name(alias), Some(event), "{alias}");
+            assert_ne!(event.name(), *alias);
+        }
     }
     assert_eq!(M::from_name("no_such_state"), None);
     assert_eq!(M::Event::from_name("no_such_event"), None);
@@ -79,6 +113,7 @@ fn check_next_matches_transitions<M: StateMachine>() {
 fn names_round_trip() {
     check_round_trips::<OrderState>();
     check_round_trips::<PullRequest>();
+    check_round_trips::<Ticket>();
     assert_eq!(OrderState::Draft.name(), "draft");
     assert_eq!(OrderEvent::Submit.name(), "submit");
     assert_eq!(PullRequest::WaitingForReview.name(), "waiting_for_review");
@@ -94,6 +129,7 @@ fn names_round_trip() {
 fn next_matches_transitions() {
     check_next_matches_transitions::<OrderState>();
     check_next_matches_transitions::<PullRequest>();
+    check_next_matches_transitions::<Ticket>();
     assert_eq!(
         PullRequest::ChangesRequested.next(PullRequestEvent::PushFix),
         Some(PullRequest::WaitingForReview)
@@ -233,6 +269,94 @@ fn descriptions() {
         Some("Paid;\nto be shipped.")
     );
     assert_eq!(OrderState::Shipped.description(), None);
+}
+
+#[test]
+fn state_aliases_read_as_the_current_state() {
+    assert_eq!(Ticket::from_name("in_progress"), Some(Ticket::Working));
+    assert_eq!(Ticket::from_name("waiting"), Some(Ticket::Open));
+    assert_eq!(Ticket::from_name("queued"), Some(Ticket::Open));
+    assert_eq!(Ticket::from_name("open"), Some(Ticket::Open));
+    // `name` is always the current name.
+    assert_eq!(Ticket::Working.name(), "working");
+    assert_eq!(Ticket::Open.name(), "open");
+    assert_eq!(Ticket::Open.aliases(), ["waiting", "queued"]);
+    assert_eq!(Ticket::Working.aliases(), ["in_progress"]);
+    assert!(Ticket::Stalled.aliases().is_empty());
+    assert!(Ticket::Closed.aliases().is_empty());
+    // Old event names are not state names, and machines without aliases have none.
+    assert_eq!(Ticket::from_name("finish"), None);
+    assert!(OrderState::states().iter().all(|s| s.aliases().is_empty()));
+}
+
+#[test]
+fn event_aliases_read_as_the_current_event() {
+    assert_eq!(TicketEvent::from_name("finish"), Some(TicketEvent::Close));
+    assert_eq!(TicketEvent::from_name("done"), Some(TicketEvent::Close));
+    assert_eq!(TicketEvent::from_name("begin"), Some(TicketEvent::Start));
+    assert_eq!(TicketEvent::from_name("in_progress"), None);
+    assert_eq!(TicketEvent::Close.name(), "close");
+    assert_eq!(TicketEvent::Close.aliases(), ["finish", "done"]);
+    assert_eq!(TicketEvent::Start.aliases(), ["begin"]);
+    assert!(TicketEvent::Stall.aliases().is_empty());
+    assert!(OrderEvent::all().iter().all(|e| e.aliases().is_empty()));
+}
+
+#[test]
+fn timeouts_are_declared() {
+    assert_eq!(
+        Ticket::Working.timeout(),
+        Some((Duration::from_secs(3 * 86_400), TicketEvent::Stall))
+    );
+    assert_eq!(
+        Ticket::Stalled.timeout(),
+        Some((Duration::from_secs(90), TicketEvent::Start))
+    );
+    assert_eq!(Ticket::Open.timeout(), None);
+    assert_eq!(Ticket::Closed.timeout(), None);
+    // The event a timeout fires is one its state declares.
+    for &state in Ticket::states() {
+        if let Some((_, event)) = state.timeout() {
+            assert!(state.next(event).is_some(), "{state:?}");
+        }
+    }
+    assert!(OrderState::states().iter().all(|s| s.timeout().is_none()));
+}
+
+#[test]
+fn definition_includes_aliases_and_timeouts() {
+    let expected = MachineDef::new("ticket", "open")
+        .state("open")
+        .describe("Waiting for someone to pick it up.")
+        .state("working")
+        .state("stalled")
+        .terminal_state("closed")
+        .alias("open", "waiting")
+        .alias("open", "queued")
+        .alias("working", "in_progress")
+        .timeout("working", Duration::from_secs(3 * 86_400), "stall")
+        .timeout("stalled", Duration::from_secs(90), "start")
+        .transition("open", "start", "working")
+        .transition("open", "close", "closed")
+        .transition("working", "close", "closed")
+        .transition("working", "stall", "stalled")
+        .transition("stalled", "start", "working")
+        // Grouped by event, in the order of `TicketEvent::all()`.
+        .event_alias("start", "begin")
+        .event_alias("close", "finish")
+        .event_alias("close", "done");
+    let def = Ticket::definition();
+    def.validate().unwrap();
+    assert_eq!(def, expected);
+    assert_eq!(def.resolve_state("queued"), Some("open"));
+    assert_eq!(def.resolve_event("finish"), Some("close"));
+    assert_eq!(def.timeout_of("working").unwrap().after_ms, 259_200_000);
+    // Without aliases and timeouts the JSON is as before: no new keys.
+    let json = serde_json::to_string(&OrderState::definition()).unwrap();
+    assert!(
+        !json.contains("aliases") && !json.contains("timeout"),
+        "{json}"
+    );
 }
 
 /// The compile-time checks, one file per rule, and machines that must

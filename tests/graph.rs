@@ -1,10 +1,11 @@
 //! Graph export and analysis of `MachineDef`: exact DOT and Mermaid text,
-//! escaping, determinism, the DOT options, rendering through Graphviz, and
-//! the path queries.
+//! escaping, determinism, the DOT options, timed transitions, rendering
+//! through Graphviz, and the path queries.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use idemflow::{DotOptions, MachineDef};
 
@@ -57,6 +58,27 @@ fn weird() -> MachineDef {
         .transition("back\\slash", "x:y;z", "__start")
         .transition("__start", "end", "end\\")
         .transition("__start", "state", "multi\nline")
+}
+
+/// The invoice of `docs/machines.md`: `sent` expires after 30 minutes,
+/// `reminded` moves on after 90 s; aliases everywhere (never drawn).
+fn invoice() -> MachineDef {
+    MachineDef::new("invoice", "draft")
+        .state("draft")
+        .state("sent")
+        .state("reminded")
+        .terminal_state("paid")
+        .terminal_state("expired")
+        .transition("draft", "send", "sent")
+        .transition("sent", "pay", "paid")
+        .transition("sent", "remind", "reminded")
+        .transition("sent", "expire", "expired")
+        .transition("reminded", "pay", "paid")
+        .transition("reminded", "expire", "expired")
+        .timeout("sent", Duration::from_secs(30 * 60), "expire")
+        .timeout("reminded", Duration::from_secs(90), "expire")
+        .alias("sent", "issued")
+        .event_alias("pay", "settle")
 }
 
 fn lines(text: &str) -> Vec<&str> {
@@ -116,6 +138,131 @@ fn mermaid_of_the_order_machine() {
     refunded --> [*]
 "#;
     assert_eq!(order().to_mermaid(), expected);
+}
+
+#[test]
+fn dot_draws_timed_transitions_dashed_with_their_delay() {
+    let expected = r#"digraph "invoice" {
+    rankdir=LR;
+    node [fontname="Helvetica,Arial,sans-serif"];
+    edge [fontname="Helvetica,Arial,sans-serif"];
+    "__start" [shape=point, width=0.2];
+    "draft" [shape=circle];
+    "sent" [shape=circle];
+    "reminded" [shape=circle];
+    "paid" [shape=doublecircle];
+    "expired" [shape=doublecircle];
+    "__start" -> "draft";
+    "draft" -> "sent" [label="send"];
+    "sent" -> "paid" [label="pay"];
+    "sent" -> "reminded" [label="remind"];
+    "sent" -> "expired" [label="expire (after 30m)", style=dashed];
+    "reminded" -> "paid" [label="pay"];
+    "reminded" -> "expired" [label="expire (after 90s)", style=dashed];
+}
+"#;
+    assert_eq!(invoice().to_dot(), expected);
+    assert_eq!(invoice().validate().map_err(|e| e.to_string()), Ok(()));
+}
+
+#[test]
+fn mermaid_labels_timed_transitions_with_their_delay() {
+    let expected = r#"stateDiagram-v2
+    direction LR
+    state "draft" as draft
+    state "sent" as sent
+    state "reminded" as reminded
+    state "paid" as paid
+    state "expired" as expired
+    [*] --> draft
+    draft --> sent : send
+    sent --> paid : pay
+    sent --> reminded : remind
+    sent --> expired : expire (after 30m)
+    reminded --> paid : pay
+    reminded --> expired : expire (after 90s)
+    paid --> [*]
+    expired --> [*]
+"#;
+    assert_eq!(invoice().to_mermaid(), expected);
+}
+
+#[test]
+fn a_highlighted_timed_transition_stays_dashed() {
+    let dot = invoice().to_dot_with(&DotOptions {
+        highlight_path: ["draft", "sent", "expired"].map(str::to_owned).to_vec(),
+        ..DotOptions::default()
+    });
+    assert!(dot.contains(
+        r##"    "sent" -> "expired" [label="expire (after 30m)", style=dashed, color="#1f6feb", fontcolor="#1f6feb", penwidth=2.5];"##
+    ));
+    assert!(
+        dot.contains(r#"    "reminded" -> "expired" [label="expire (after 90s)", style=dashed];"#)
+    );
+    assert_eq!(dot.matches("style=dashed").count(), 2);
+}
+
+#[test]
+fn delays_are_drawn_in_the_largest_exact_unit() {
+    let door = |after: Duration| door().timeout("open", after, "close");
+    let label = |after: Duration| {
+        let dot = door(after).to_dot();
+        let line = dot
+            .lines()
+            .find(|line| line.contains(r#""open" -> "closed""#))
+            .unwrap()
+            .to_owned();
+        let mermaid = door(after).to_mermaid();
+        let edge = mermaid
+            .lines()
+            .find(|line| line.starts_with("    open --> closed : "))
+            .unwrap()
+            .trim_start_matches("    open --> closed : ")
+            .to_owned();
+        (line, edge)
+    };
+    for (after, text) in [
+        (Duration::from_millis(1_800_000), "30m"),
+        (Duration::from_millis(90_000), "90s"),
+        (Duration::from_millis(1_500), "1500ms"),
+        (Duration::from_secs(7_200), "2h"),
+        (Duration::from_secs(2 * 86_400), "2d"),
+        (Duration::from_secs(36 * 3_600), "36h"),
+    ] {
+        let (dot, mermaid) = label(after);
+        assert_eq!(
+            dot,
+            format!(r#"    "open" -> "closed" [label="close (after {text})", style=dashed];"#)
+        );
+        assert_eq!(mermaid, format!("close (after {text})"));
+    }
+}
+
+#[test]
+fn only_the_fired_transition_is_dashed() {
+    // `closed` times out on `remove`: `open` stays solid, as does `open --close-->`.
+    let def = door().timeout("closed", Duration::from_secs(60), "remove");
+    let dot = def.to_dot();
+    assert_eq!(dot.matches("style=dashed").count(), 1);
+    assert!(dot.contains(r#""closed" -> "removed" [label="remove (after 1m)", style=dashed];"#));
+    assert!(dot.contains(r#""closed" -> "open" [label="open"];"#));
+    assert!(dot.contains(r#""open" -> "closed" [label="close"];"#));
+    // A timeout that fires no declared transition (an invalid definition) draws nothing.
+    let def = door().timeout("closed", Duration::from_secs(60), "close");
+    assert!(def.validate().is_err());
+    assert_eq!(def.to_dot(), door().to_dot());
+    assert_eq!(def.to_mermaid(), door().to_mermaid());
+}
+
+#[test]
+fn aliases_are_not_drawn() {
+    let aliased = order()
+        .alias("paid", "charged")
+        .alias("draft", "new")
+        .event_alias("ship", "dispatch");
+    aliased.validate().unwrap();
+    assert_eq!(aliased.to_dot(), order().to_dot());
+    assert_eq!(aliased.to_mermaid(), order().to_mermaid());
 }
 
 /// The files under docs/ are what the current code writes.
@@ -465,7 +612,7 @@ fn graphviz_renders_every_variant() {
             },
         ]
     };
-    for def in [order(), door(), weird(), single, unicode] {
+    for def in [order(), door(), weird(), single, unicode, invoice()] {
         let mut texts = vec![def.to_dot()];
         texts.extend(with_options(&def).iter().map(|o| def.to_dot_with(o)));
         for text in texts {

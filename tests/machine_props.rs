@@ -1,11 +1,12 @@
 //! Property tests of `MachineDef`: `validate` agrees with an independent
-//! reference checker on random (mostly invalid) definitions; valid-by-
-//! construction machines export every state and edge exactly once, have a
-//! replayable shortest path to every state, and round-trip through JSON.
+//! reference checker on random (mostly invalid) definitions, aliases and
+//! timeouts included; valid-by-construction machines export every state and
+//! edge exactly once (timed edges dashed), have a replayable shortest path to
+//! every state, resolve every alias, and round-trip through JSON.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use idemflow::{MachineDef, StateDef, TransitionDef};
+use idemflow::{EventAliasDef, MachineDef, StateDef, TimeoutDef, TransitionDef};
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 
@@ -14,6 +15,10 @@ use proptest::sample::{select, subsequence};
 const STATE_POOL: &[&str] = &["idle", "run", "done", "fail", "x", ""];
 /// Event names for random definitions.
 const EVENT_POOL: &[&str] = &["go", "stop", "e", ""];
+/// Old names for random aliases: current state and event names among them.
+const ALIAS_POOL: &[&str] = &["idle", "old", "older", "go", ""];
+/// Delays for random timeouts, zero included.
+const DELAY_POOL: &[u64] = &[0, 1, 1_500, 90_000, 1_800_000, 86_400_000];
 
 /// State names for valid machines, with characters that DOT and Mermaid
 /// must escape and names Mermaid cannot take as ids.
@@ -88,10 +93,91 @@ fn reference_is_valid(def: &MachineDef) -> bool {
     if names.iter().any(|n| !seen.contains(n)) {
         return false;
     }
-    def.states.iter().all(|s| {
+    if !def.states.iter().all(|s| {
         let outgoing = def.transitions.iter().any(|t| t.from == s.name);
         outgoing != s.terminal
+    }) {
+        return false;
+    }
+    reference_aliases_are_valid(def) && reference_timeouts_are_valid(def)
+}
+
+/// State aliases: non-empty, not a current state's name, each old name once
+/// over the whole machine. Event aliases: non-empty, not a current event,
+/// each old name once, reading as an event some transition fires.
+fn reference_aliases_are_valid(def: &MachineDef) -> bool {
+    let states: Vec<&str> = def.states.iter().map(|s| s.name.as_str()).collect();
+    let old_states: Vec<&str> = def
+        .states
+        .iter()
+        .flat_map(|s| s.aliases.iter().map(String::as_str))
+        .collect();
+    for (i, alias) in old_states.iter().enumerate() {
+        if alias.is_empty() || states.contains(alias) || old_states[i + 1..].contains(alias) {
+            return false;
+        }
+    }
+    let events: Vec<&str> = def.transitions.iter().map(|t| t.event.as_str()).collect();
+    for (i, alias) in def.event_aliases.iter().enumerate() {
+        if alias.alias.is_empty()
+            || events.contains(&alias.alias.as_str())
+            || !events.contains(&alias.event.as_str())
+            || def.event_aliases[i + 1..]
+                .iter()
+                .any(|later| later.alias == alias.alias)
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// Timeouts: on non-terminal states, positive, firing an event that a
+/// transition from the same state fires.
+fn reference_timeouts_are_valid(def: &MachineDef) -> bool {
+    def.states.iter().all(|s| match &s.timeout {
+        None => true,
+        Some(timeout) => {
+            !s.terminal
+                && timeout.after_ms > 0
+                && def
+                    .transitions
+                    .iter()
+                    .any(|t| t.from == s.name && t.event == timeout.event)
+        }
     })
+}
+
+/// `#[timeout(after = ..)]` units: the largest one that divides exactly.
+fn reference_delay(ms: u64) -> String {
+    for (size, unit) in [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+    ] {
+        if ms > 0 && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// The label of a transition in the exports: `event (after 30m)` when the
+/// timeout of its source state fires it, else the event.
+fn reference_label(def: &MachineDef, t: &TransitionDef) -> (String, bool) {
+    let timeout = def
+        .states
+        .iter()
+        .find(|s| s.name == t.from)
+        .and_then(|s| s.timeout.as_ref());
+    match timeout {
+        Some(timeout) if timeout.event == t.event => (
+            format!("{} (after {})", t.event, reference_delay(timeout.after_ms)),
+            true,
+        ),
+        _ => (t.event.clone(), false),
+    }
 }
 
 /// Shortest distance (in transitions) from the initial state to each state.
@@ -120,11 +206,23 @@ fn arbitrary_def() -> impl Strategy<Value = MachineDef> {
         select(STATE_POOL),
         any::<bool>(),
         proptest::option::of("[a-z \"\\\\]{0,6}"),
+        proptest::collection::vec(select(ALIAS_POOL), 0..3),
+        proptest::option::weighted(0.3, (select(DELAY_POOL), select(EVENT_POOL))),
     )
-        .prop_map(|(name, terminal, description)| StateDef {
+        .prop_map(|(name, terminal, description, aliases, timeout)| StateDef {
             name: name.to_owned(),
             description,
             terminal,
+            aliases: aliases.into_iter().map(str::to_owned).collect(),
+            timeout: timeout.map(|(after_ms, event)| TimeoutDef {
+                after_ms,
+                event: event.to_owned(),
+            }),
+        });
+    let event_alias =
+        (select(ALIAS_POOL), select(EVENT_POOL)).prop_map(|(alias, event)| EventAliasDef {
+            alias: alias.to_owned(),
+            event: event.to_owned(),
         });
     let transition = (select(STATE_POOL), select(EVENT_POOL), select(STATE_POOL)).prop_map(
         |(from, event, to)| TransitionDef {
@@ -138,13 +236,17 @@ fn arbitrary_def() -> impl Strategy<Value = MachineDef> {
         select(STATE_POOL),
         proptest::collection::vec(state, 0..6),
         proptest::collection::vec(transition, 0..9),
+        proptest::collection::vec(event_alias, 0..3),
     )
-        .prop_map(|(name, initial, states, transitions)| MachineDef {
-            name: name.to_owned(),
-            initial: initial.to_owned(),
-            states,
-            transitions,
-        })
+        .prop_map(
+            |(name, initial, states, transitions, event_aliases)| MachineDef {
+                name: name.to_owned(),
+                initial: initial.to_owned(),
+                states,
+                transitions,
+                event_aliases,
+            },
+        )
 }
 
 /// A valid machine by construction: a random tree from the initial state
@@ -165,10 +267,32 @@ fn valid_def() -> impl Strategy<Value = MachineDef> {
                 ), // extra edges
                 any::<prop::sample::Index>(),                               // event name offset
                 proptest::collection::vec(proptest::option::of("[A-Za-z ;:#\"]{1,12}"), n),
+                // Per state: how many old names, and maybe a timeout (delay, event pick).
+                proptest::collection::vec(
+                    (
+                        0..=2usize,
+                        proptest::option::of((
+                            select(&DELAY_POOL[1..]),
+                            any::<prop::sample::Index>(),
+                        )),
+                    ),
+                    n,
+                ),
+                proptest::collection::vec(any::<bool>(), EVENTS.len()), // event aliased?
             )
         })
         .prop_flat_map(
-            |(names, parents, terminal, exits, extras, offset, descriptions)| {
+            |(
+                names,
+                parents,
+                terminal,
+                exits,
+                extras,
+                offset,
+                descriptions,
+                evolution,
+                event_aliased,
+            )| {
                 let n = names.len();
                 let mut edges: Vec<(usize, usize)> =
                     (1..n).map(|i| (parents[i].index(i), i)).collect();
@@ -210,12 +334,41 @@ fn valid_def() -> impl Strategy<Value = MachineDef> {
                     .iter()
                     .zip(&is_terminal)
                     .zip(descriptions)
-                    .map(|((name, &terminal), description)| StateDef {
-                        name: (*name).to_owned(),
-                        description,
-                        terminal,
-                    })
+                    .zip(evolution)
+                    .enumerate()
+                    .map(
+                        |(i, (((name, &terminal), description), (aliases, timeout)))| {
+                            // Old names no state has: `old_<i>_<k>` (two on one state: a merge).
+                            let aliases = (0..aliases).map(|k| format!("old_{i}_{k}")).collect();
+                            // A timeout fires one of the state's own events.
+                            let own: Vec<&TransitionDef> =
+                                transitions.iter().filter(|t| t.from == *name).collect();
+                            let timeout =
+                                timeout.filter(|_| !own.is_empty()).map(|(after_ms, pick)| {
+                                    TimeoutDef {
+                                        after_ms,
+                                        event: own[pick.index(own.len())].event.clone(),
+                                    }
+                                });
+                            StateDef {
+                                name: (*name).to_owned(),
+                                description,
+                                terminal,
+                                aliases,
+                                timeout,
+                            }
+                        },
+                    )
                     .collect();
+                let mut event_aliases = Vec::new();
+                for (event, aliased) in EVENTS.iter().zip(event_aliased) {
+                    if aliased && transitions.iter().any(|t| t.event == *event) {
+                        event_aliases.push(EventAliasDef {
+                            alias: format!("{event}_v1"),
+                            event: (*event).to_owned(),
+                        });
+                    }
+                }
                 let initial = names[0].to_owned();
                 (
                     Just(states).prop_shuffle(),
@@ -226,6 +379,7 @@ fn valid_def() -> impl Strategy<Value = MachineDef> {
                         initial: initial.clone(),
                         states,
                         transitions,
+                        event_aliases: event_aliases.clone(),
                     })
             },
         )
@@ -245,6 +399,14 @@ enum Mutation {
     /// A transition's target becomes its source.
     SelfLoop(prop::sample::Index),
     EmptyEventName(prop::sample::Index),
+    /// Gives a state an old name (maybe a current name, maybe empty).
+    AddAlias(prop::sample::Index, &'static str),
+    /// Copies an alias of one state to another (maybe the same) state.
+    CopyAlias(prop::sample::Index, prop::sample::Index),
+    /// Adds `old name -> event` (either may be current, unknown or empty).
+    AddEventAlias(&'static str, &'static str),
+    /// Sets a state's timeout (the event may be foreign, the delay zero).
+    SetTimeout(prop::sample::Index, &'static str, u64),
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -259,6 +421,23 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         index().prop_map(Mutation::RemoveState),
         index().prop_map(Mutation::SelfLoop),
         index().prop_map(Mutation::EmptyEventName),
+        (
+            index(),
+            select(&["old_x", "draft", "paid", "submit", ""][..])
+        )
+            .prop_map(|(i, alias)| Mutation::AddAlias(i, alias)),
+        (index(), index()).prop_map(|(a, b)| Mutation::CopyAlias(a, b)),
+        (
+            select(&["submit", "pay", "zzz", ""][..]),
+            select(&["old_x", "submit", "finish", ""][..])
+        )
+            .prop_map(|(event, alias)| Mutation::AddEventAlias(event, alias)),
+        (
+            index(),
+            select(&["submit", "pay", "zzz"][..]),
+            select(&[0, 60_000][..])
+        )
+            .prop_map(|(i, event, ms)| Mutation::SetTimeout(i, event, ms)),
     ]
 }
 
@@ -305,6 +484,29 @@ fn mutated_def() -> impl Strategy<Value = MachineDef> {
                 Mutation::EmptyEventName(i) if !def.transitions.is_empty() => {
                     let k = i.index(def.transitions.len());
                     def.transitions[k].event.clear();
+                }
+                Mutation::AddAlias(i, alias) if !def.states.is_empty() => {
+                    let k = i.index(def.states.len());
+                    def.states[k].aliases.push(alias.to_owned());
+                }
+                Mutation::CopyAlias(a, b) if !def.states.is_empty() => {
+                    let all: Vec<String> =
+                        def.states.iter().flat_map(|s| s.aliases.clone()).collect();
+                    if !all.is_empty() {
+                        let k = b.index(def.states.len());
+                        def.states[k].aliases.push(all[a.index(all.len())].clone());
+                    }
+                }
+                Mutation::AddEventAlias(event, alias) => def.event_aliases.push(EventAliasDef {
+                    alias: alias.to_owned(),
+                    event: event.to_owned(),
+                }),
+                Mutation::SetTimeout(i, event, after_ms) if !def.states.is_empty() => {
+                    let k = i.index(def.states.len());
+                    def.states[k].timeout = Some(TimeoutDef {
+                        after_ms,
+                        event: event.to_owned(),
+                    });
                 }
                 _ => {}
             }
@@ -413,14 +615,18 @@ proptest! {
             prop_assert!(dot.contains(&shaped), "{}", shaped);
         }
         for t in &def.transitions {
+            let (label, timed) = reference_label(&def, t);
             let line = format!(
-                "    {} -> {} [label={}];",
+                "    {} -> {} [label={}{}];",
                 dot_quoted(&t.from),
                 dot_quoted(&t.to),
-                dot_quoted(&t.event)
+                dot_quoted(&label),
+                if timed { ", style=dashed" } else { "" }
             );
             prop_assert_eq!(count_lines(&dot, |l| l == line), 1, "{}", line);
         }
+        let timeouts = def.states.iter().filter(|s| s.timeout.is_some()).count();
+        prop_assert_eq!(count_lines(&dot, |l| l.contains("style=dashed")), timeouts);
         // Nodes: the states and the entry marker; edges: the transitions and the entry arrow.
         prop_assert_eq!(count_lines(&dot, |l| l.ends_with("];") && !l.contains(" -> ")), def.states.len() + 3);
         prop_assert_eq!(count_lines(&dot, |l| l.contains(" -> ")), def.transitions.len() + 1);
@@ -461,7 +667,8 @@ proptest! {
             prop_assert_eq!(count_lines(&mermaid, |l| l == end), usize::from(state.terminal));
         }
         for t in &def.transitions {
-            let line = format!("    {} --> {} : {}", id_of[t.from.as_str()], id_of[t.to.as_str()], t.event);
+            let (label, _) = reference_label(&def, t);
+            let line = format!("    {} --> {} : {}", id_of[t.from.as_str()], id_of[t.to.as_str()], label);
             prop_assert_eq!(count_lines(&mermaid, |l| l == line), 1, "{}", line);
         }
         let start = format!("    [*] --> {}", id_of[def.initial.as_str()]);
@@ -512,6 +719,27 @@ proptest! {
             prop_assert_eq!(def.legal_targets(&state.name), expected);
             prop_assert_eq!(def.legal_targets(&state.name).is_empty(), state.terminal);
         }
+    }
+
+    /// Every current name and every alias resolves to the current name, and
+    /// every timeout is found by `timeout_of`.
+    #[test]
+    fn aliases_and_timeouts_resolve(def in valid_def()) {
+        for state in &def.states {
+            prop_assert_eq!(def.resolve_state(&state.name), Some(state.name.as_str()));
+            for alias in &state.aliases {
+                prop_assert_eq!(def.resolve_state(alias), Some(state.name.as_str()));
+            }
+            prop_assert_eq!(def.timeout_of(&state.name), state.timeout.as_ref());
+        }
+        for event in def.events() {
+            prop_assert_eq!(def.resolve_event(event), Some(event));
+        }
+        for alias in &def.event_aliases {
+            prop_assert_eq!(def.resolve_event(&alias.alias), Some(alias.event.as_str()));
+        }
+        prop_assert_eq!(def.resolve_state("no_such_state"), None);
+        prop_assert_eq!(def.resolve_event("no_such_event"), None);
     }
 
     /// JSON round-trip is the identity, and so is the DOT of the copy.

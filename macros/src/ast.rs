@@ -18,7 +18,7 @@ pub struct Machine<'a> {
     pub ident: &'a Ident,
     /// The enum's visibility, which the event enum copies.
     pub vis: &'a Visibility,
-    /// The `#[machine(..)]` settings.
+    /// The `#[machine(..)]` settings and the `#[event_alias(..)]`es.
     pub attrs: MachineAttrs<'a>,
     /// One state per variant, in declaration order.
     pub states: Vec<State<'a>>,
@@ -32,7 +32,8 @@ pub struct State<'a> {
     pub ident: &'a Ident,
     /// The state's name: the variant's identifier in snake_case.
     pub name: String,
-    /// `#[on(..)]`, `#[terminal]` and the doc comment.
+    /// `#[on(..)]`, `#[terminal]`, `#[alias(..)]`, `#[timeout(..)]` and the
+    /// doc comment.
     pub attrs: StateAttrs<'a>,
 }
 
@@ -138,6 +139,17 @@ impl<'a> Machine<'a> {
             }
         }
         events
+    }
+
+    /// The old names that read as the event `name` (its `#[event_alias]`es),
+    /// in declaration order.
+    pub fn event_aliases(&self, name: &str) -> Vec<String> {
+        self.attrs
+            .event_aliases
+            .iter()
+            .filter(|alias| alias.event.unraw() == name)
+            .map(|alias| alias.alias.value())
+            .collect()
     }
 
     /// Whether every `#[on(..)]` parsed: only then is the graph complete

@@ -1,5 +1,7 @@
-//! Parsing of the helper attributes: `#[machine(..)]` on the enum and
-//! `#[on(..)]`, `#[terminal]` and doc comments on the variants.
+//! Parsing of the helper attributes: `#[machine(..)]` and `#[event_alias(..)]`
+//! on the enum; `#[on(..)]`, `#[terminal]`, `#[alias(..)]`, `#[timeout(..)]`
+//! and doc comments on the variants. The alias and timeout syntax lives in
+//! the submodules [`alias`] and [`timeout`].
 //!
 //! Parsing collects every problem it can into [`Errors`] and keeps going, so
 //! that one compilation reports all mistakes at once. A malformed attribute
@@ -14,6 +16,12 @@ use syn::{Attribute, Error, Expr, Ident, Lit, LitStr, Meta, Result, Token};
 
 use crate::valid::Errors;
 
+mod alias;
+mod timeout;
+
+pub use alias::EventAlias;
+pub use timeout::Timeout;
+
 /// What the `#[machine(..)]` attributes of the enum say. Every key is
 /// optional here; `valid` reports a missing `initial`.
 #[derive(Default)]
@@ -26,6 +34,9 @@ pub struct MachineAttrs<'a> {
     pub initial: Option<Ident>,
     /// `events = Ident`: the name of the generated event enum.
     pub events: Option<Ident>,
+    /// Every `event = "old_name"` pair of every `#[event_alias(..)]`, in
+    /// declaration order.
+    pub event_aliases: Vec<EventAlias>,
 }
 
 /// What the attributes of one variant say.
@@ -43,6 +54,13 @@ pub struct StateAttrs<'a> {
     /// `false` when an `#[on(..)]` failed to parse, so some transitions may
     /// be missing and graph rules (reachability, dead ends) must not run.
     pub complete: bool,
+    /// Every old name of every `#[alias(..)]`, in declaration order, as written.
+    pub aliases: Vec<LitStr>,
+    /// The first `#[timeout(..)]` attribute, parsed or not (a later one is
+    /// reported as a duplicate).
+    pub timeout_attr: Option<&'a Attribute>,
+    /// The first `#[timeout(..)]`, when every key of it parsed.
+    pub timeout: Option<Timeout>,
 }
 
 /// One `event = Target` pair of an `#[on(..)]` attribute.
@@ -69,11 +87,21 @@ pub fn machine_attrs<'a>(attrs: &'a [Attribute], errors: &mut Errors) -> Machine
                 Ok(())
             });
             errors.extend(result);
+        } else if attr.path().is_ident("event_alias") {
+            alias::event_aliases(attr, &mut out.event_aliases, errors);
         } else if attr.path().is_ident("on") || attr.path().is_ident("terminal") {
             errors.push(Error::new_spanned(
                 attr,
                 format!(
                     "#[{}] belongs on a state variant, not on the enum; put the machine's settings in #[machine(..)]",
+                    path_string(attr.path())
+                ),
+            ));
+        } else if attr.path().is_ident("alias") || attr.path().is_ident("timeout") {
+            errors.push(Error::new_spanned(
+                attr,
+                format!(
+                    "#[{}(..)] belongs on a state variant, not on the enum: put it on the state it is about",
                     path_string(attr.path())
                 ),
             ));
@@ -95,17 +123,17 @@ fn machine_key(meta: &ParseNestedMeta, out: &mut MachineAttrs, errors: &mut Erro
                 "the machine name must not be empty: write e.g. `name = \"order\"`, or leave `name` out to use the enum's name in snake_case",
             ));
         }
-        set_once(&mut out.name, name, meta, errors);
+        set_once(&mut out.name, name, meta, "machine", errors);
     } else if meta.path.is_ident("initial") {
         let initial = ident_value(meta, "<State>", "the state variant every entity starts in")?;
-        set_once(&mut out.initial, initial, meta, errors);
+        set_once(&mut out.initial, initial, meta, "machine", errors);
     } else if meta.path.is_ident("events") {
         let events = ident_value(
             meta,
             "<EventEnum>",
             "the name of the event enum to generate",
         )?;
-        set_once(&mut out.events, events, meta, errors);
+        set_once(&mut out.events, events, meta, "machine", errors);
     } else {
         errors.push(meta.error(format!(
             "unknown key `{}` in #[machine(..)]: expected `name = \"...\"`, `initial = <State>` or `events = <EventEnum>`",
@@ -116,14 +144,20 @@ fn machine_key(meta: &ParseNestedMeta, out: &mut MachineAttrs, errors: &mut Erro
     Ok(())
 }
 
-/// Stores the value of a key, or reports the key as given twice (at the
-/// second occurrence) and keeps the first value.
-fn set_once<T>(slot: &mut Option<T>, value: T, meta: &ParseNestedMeta, errors: &mut Errors) {
+/// Stores the value of a key of `#[<attr>(..)]`, or reports the key as given
+/// twice (at the second occurrence) and keeps the first value.
+fn set_once<T>(
+    slot: &mut Option<T>,
+    value: T,
+    meta: &ParseNestedMeta,
+    attr: &str,
+    errors: &mut Errors,
+) {
     if slot.is_some() {
         errors.push(Error::new_spanned(
             &meta.path,
             format!(
-                "duplicate `{}` in #[machine(..)]: give it once",
+                "duplicate `{}` in #[{attr}(..)]: give it once",
                 path_string(&meta.path)
             ),
         ));
@@ -208,10 +242,25 @@ pub fn state_attrs<'a>(attrs: &'a [Attribute], errors: &mut Errors) -> StateAttr
             } else {
                 out.terminal = Some(attr);
             }
-        } else if attr.path().is_ident("machine") {
+        } else if attr.path().is_ident("alias") {
+            alias::state_aliases(attr, &mut out.aliases, errors);
+        } else if attr.path().is_ident("timeout") {
+            if out.timeout_attr.is_some() {
+                errors.push(Error::new_spanned(
+                    attr,
+                    "duplicate #[timeout(..)]: a state has at most one timeout; remove this one",
+                ));
+            } else {
+                out.timeout_attr = Some(attr);
+                out.timeout = timeout::timeout(attr, errors);
+            }
+        } else if attr.path().is_ident("machine") || attr.path().is_ident("event_alias") {
             errors.push(Error::new_spanned(
                 attr,
-                "#[machine(..)] belongs on the enum, not on a variant",
+                format!(
+                    "#[{}(..)] belongs on the enum, not on a variant",
+                    path_string(attr.path())
+                ),
             ));
         } else if attr.path().is_ident("doc") {
             if let Some(text) = doc_text(&attr.meta) {

@@ -6,10 +6,10 @@
 //! arm bodies, no unreachable patterns) and documents the event enum and its
 //! variants so `missing_docs` holds.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 use syn::ext::IdentExt as _;
-use syn::{DeriveInput, Ident};
+use syn::{DeriveInput, Ident, LitStr};
 
 use crate::ast::{self, Event, Machine};
 use crate::valid::{self, Errors};
@@ -42,7 +42,7 @@ pub fn derive(input: &DeriveInput) -> TokenStream {
 /// The code for a valid machine.
 fn generate(machine: &Machine) -> TokenStream {
     let events = machine.events();
-    let event_enum = event_enum(machine, &events);
+    let event_enum = event_enum(machine, &events, true);
     let state_impl = state_impl(machine, &events);
     quote! {
         #event_enum
@@ -50,8 +50,10 @@ fn generate(machine: &Machine) -> TokenStream {
     }
 }
 
-/// The event enum and its `MachineEvent` impl.
-fn event_enum(machine: &Machine, events: &[Event]) -> TokenStream {
+/// The event enum and its `MachineEvent` impl; with `with_aliases`, the old
+/// names of `#[event_alias(..)]` are read and listed too (left out of the
+/// fallback of an invalid machine, whose aliases may clash).
+fn event_enum(machine: &Machine, events: &[Event], with_aliases: bool) -> TokenStream {
     let vis = machine.vis;
     let ident = machine.events_ident();
     let doc = format!(
@@ -59,9 +61,19 @@ fn event_enum(machine: &Machine, events: &[Event]) -> TokenStream {
         machine.ident,
         machine.name()
     );
-    let variants = events.iter().map(|event| {
+    let aliases: Vec<Vec<String>> = events
+        .iter()
+        .map(|event| {
+            if with_aliases {
+                machine.event_aliases(&event.name)
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
+    let variants = events.iter().zip(&aliases).map(|(event, aliases)| {
         let variant = &event.variant;
-        let doc = event_doc(machine, event);
+        let doc = event_doc(machine, event, aliases);
         quote! {
             #[doc = #doc]
             #variant
@@ -71,10 +83,17 @@ fn event_enum(machine: &Machine, events: &[Event]) -> TokenStream {
         let (variant, name) = (&event.variant, &event.name);
         quote!(#ident::#variant => #name)
     });
-    let from_names = events.iter().map(|event| {
+    let from_names = events.iter().zip(&aliases).map(|(event, aliases)| {
         let (variant, name) = (&event.variant, &event.name);
-        quote!(#name => ::core::option::Option::Some(#ident::#variant))
+        quote!(#name #(| #aliases)* => ::core::option::Option::Some(#ident::#variant))
     });
+    let aliases_fn = aliases_fn(
+        &ident,
+        events
+            .iter()
+            .zip(&aliases)
+            .map(|(event, aliases)| (&event.variant, aliases.clone())),
+    );
     let all = events.iter().map(|event| {
         let variant = &event.variant;
         quote!(#ident::#variant)
@@ -126,12 +145,47 @@ fn event_enum(machine: &Machine, events: &[Event]) -> TokenStream {
                 const ALL: &[#ident] = &[#(#all),*];
                 ALL
             }
+
+            #aliases_fn
         }
     }
 }
 
-/// The doc comment of an event variant: its name and where it leads.
-fn event_doc(machine: &Machine, event: &Event) -> String {
+/// The `aliases` method of a `StateMachine` or `MachineEvent` impl of
+/// `ident`, given each variant's old names: none when no variant has any
+/// (the trait's default, `&[]`, holds), else a `match` whose arms group the
+/// variants without old names (no wildcard, no two arms alike).
+fn aliases_fn<'v>(
+    ident: &Ident,
+    variants: impl Iterator<Item = (&'v Ident, Vec<String>)>,
+) -> TokenStream {
+    let mut none: Vec<&Ident> = Vec::new();
+    let mut arms: Vec<TokenStream> = Vec::new();
+    for (variant, aliases) in variants {
+        if aliases.is_empty() {
+            none.push(variant);
+        } else {
+            arms.push(quote!(#ident::#variant => &[#(#aliases),*]));
+        }
+    }
+    if arms.is_empty() {
+        return TokenStream::new();
+    }
+    if !none.is_empty() {
+        arms.push(quote!(#(#ident::#none)|* => &[]));
+    }
+    quote! {
+        fn aliases(self) -> &'static [&'static str] {
+            match self {
+                #(#arms,)*
+            }
+        }
+    }
+}
+
+/// The doc comment of an event variant: its name, where it leads and the
+/// old names it is read from.
+fn event_doc(machine: &Machine, event: &Event, aliases: &[String]) -> String {
     let edges: Vec<String> = machine
         .transitions()
         .filter(|transition| transition.on.event.unraw() == event.name)
@@ -140,11 +194,19 @@ fn event_doc(machine: &Machine, event: &Event) -> String {
             Some(format!("`{}` -> `{}`", transition.from.name, to.name))
         })
         .collect();
-    if edges.is_empty() {
+    let mut doc = if edges.is_empty() {
         format!("The `{}` event.", event.name)
     } else {
         format!("The `{}` event: {}.", event.name, edges.join(", "))
+    };
+    if !aliases.is_empty() {
+        let names: Vec<String> = aliases.iter().map(|alias| format!("`{alias}`")).collect();
+        doc.push_str(&format!(
+            " Also read from the old name(s) {}.",
+            names.join(", ")
+        ));
     }
+    doc
 }
 
 /// The `StateMachine` impl of the state enum.
@@ -161,10 +223,24 @@ fn state_impl(machine: &Machine, events: &[Event]) -> TokenStream {
         let (variant, name) = (state.ident, &state.name);
         quote!(#ident::#variant => #name)
     });
-    let from_names = machine.states.iter().map(|state| {
+    let aliases: Vec<Vec<String>> = machine
+        .states
+        .iter()
+        .map(|state| state.attrs.aliases.iter().map(LitStr::value).collect())
+        .collect();
+    let from_names = machine.states.iter().zip(&aliases).map(|(state, aliases)| {
         let (variant, name) = (state.ident, &state.name);
-        quote!(#name => ::core::option::Option::Some(#ident::#variant))
+        quote!(#name #(| #aliases)* => ::core::option::Option::Some(#ident::#variant))
     });
+    let aliases_fn = aliases_fn(
+        ident,
+        machine
+            .states
+            .iter()
+            .zip(&aliases)
+            .map(|(state, aliases)| (state.ident, aliases.clone())),
+    );
+    let timeout_fn = timeout_fn(machine, events);
     let description = description(machine);
     let is_terminal = is_terminal(machine);
     let next = next(machine, events);
@@ -232,6 +308,49 @@ fn state_impl(machine: &Machine, events: &[Event]) -> TokenStream {
             fn transitions() -> &'static [::idemflow::Transition<Self>] {
                 const TRANSITIONS: &[::idemflow::Transition<#ident>] = &[#(#transitions),*];
                 TRANSITIONS
+            }
+
+            #aliases_fn
+
+            #timeout_fn
+        }
+    }
+}
+
+/// The `timeout` method: none when no state has a `#[timeout]` (the trait's
+/// default, `None`, holds), else a `match` with one arm per timed state and
+/// one for all the others.
+fn timeout_fn(machine: &Machine, events: &[Event]) -> TokenStream {
+    let ident = machine.ident;
+    let events_ident = machine.events_ident();
+    let mut untimed: Vec<&Ident> = Vec::new();
+    let mut arms: Vec<TokenStream> = Vec::new();
+    for state in &machine.states {
+        let variant = state.ident;
+        match &state.attrs.timeout {
+            Some(timeout) => {
+                let ms = Literal::u64_suffixed(timeout.after_ms);
+                let event = event_variant(events, &timeout.fire);
+                arms.push(quote! {
+                    #ident::#variant => ::core::option::Option::Some((
+                        ::core::time::Duration::from_millis(#ms),
+                        #events_ident::#event,
+                    ))
+                });
+            }
+            None => untimed.push(variant),
+        }
+    }
+    if arms.is_empty() {
+        return TokenStream::new();
+    }
+    if !untimed.is_empty() {
+        arms.push(quote!(#(#ident::#untimed)|* => ::core::option::Option::None));
+    }
+    quote! {
+        fn timeout(self) -> ::core::option::Option<(::core::time::Duration, Self::Event)> {
+            match self {
+                #(#arms,)*
             }
         }
     }
@@ -358,7 +477,7 @@ fn fallback(machine: &Machine) -> TokenStream {
     if events_ident.unraw() == machine.ident.unraw() {
         return TokenStream::new();
     }
-    let event_enum = event_enum(machine, &events);
+    let event_enum = event_enum(machine, &events, false);
     if !machine.original.generics.params.is_empty() {
         return event_enum;
     }

@@ -12,6 +12,9 @@ use syn::{Data, DeriveInput, Error, Fields, Result};
 
 use crate::ast::{self, Machine, State};
 
+mod aliases;
+mod timeouts;
+
 /// Every problem found so far, combined into one [`syn::Error`].
 #[derive(Default)]
 pub struct Errors(Option<Error>);
@@ -73,6 +76,8 @@ pub fn check(machine: &Machine, errors: &mut Errors) {
         return;
     }
     names(machine, errors);
+    aliases::check(machine, errors);
+    timeouts::check(machine, errors);
     let initial = initial(machine, errors);
     let targets_known = transitions(machine, errors);
     terminal_with_transitions(machine, errors);
@@ -308,14 +313,19 @@ fn unreachable(machine: &Machine, initial: &State, errors: &mut Errors) {
     }
 }
 
-/// `" (one of `A`, `B`, `C`)"`, with a "did you mean" when one is close.
+/// `" (states: `A`, `B`, `C`)"`, with a "did you mean" when one is close.
 fn candidates(machine: &Machine, wrong: &syn::Ident) -> String {
-    let wrong = wrong.unraw().to_string();
     let names: Vec<String> = machine
         .states
         .iter()
         .map(|state| state.ident.unraw().to_string())
         .collect();
+    candidates_among(&names, "states", &wrong.unraw().to_string())
+}
+
+/// `" (<kind>: `a`, `b`)"` listing `names`, with a "did you mean" when one
+/// is close to `wrong`.
+fn candidates_among(names: &[String], kind: &str, wrong: &str) -> String {
     let close = names
         .iter()
         .map(|name| {
@@ -332,8 +342,8 @@ fn candidates(machine: &Machine, wrong: &syn::Ident) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     match close {
-        Some((_, name)) => format!("; did you mean `{name}`? (states: {list})"),
-        None => format!(" (states: {list})"),
+        Some((_, name)) => format!("; did you mean `{name}`? ({kind}: {list})"),
+        None => format!(" ({kind}: {list})"),
     }
 }
 
