@@ -105,7 +105,7 @@ mod write;
 pub use clock::{Clock, SystemClock};
 pub use decide::NamedGuardInput;
 pub use durability::Durability;
-pub use engine::{Engine, EngineBuilder, Machine, NamedMachine};
+pub use engine::{Engine, EngineBuilder, Machine, NamedMachine, PurgeReport};
 pub use error::{Error, InputField, MissingState, Result};
 pub use graph::{render_svg, DotOptions};
 pub use guard::GuardInput;

@@ -536,6 +536,7 @@ fn purge_removes_exactly_the_expired_key_records() {
         let engine = Engine::builder()
             .durability(Durability::Buffered)
             .key_retention(Duration::from_millis(300))
+            .purge_interval(None)
             .open(dir.path())
             .unwrap();
         let orders = engine.machine::<OrderState>().unwrap();
@@ -556,7 +557,12 @@ fn purge_removes_exactly_the_expired_key_records() {
         engine.flush().unwrap();
     }
     std::thread::sleep(Duration::from_millis(400));
-    let engine = open(dir.path());
+    let engine = retry_locked(|| {
+        Engine::builder()
+            .durability(Durability::Buffered)
+            .purge_interval(None)
+            .open(dir.path())
+    });
     let orders = engine.machine::<OrderState>().unwrap();
     let mut live = Vec::new();
     for i in 0..LIVE {

@@ -15,7 +15,6 @@ mod typed;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +32,17 @@ use crate::store::sled::{SledOptions, SledStore};
 use crate::store::Store;
 use crate::write::jobs::{Job, Task};
 use crate::write::{abandoned_task, Settle, Writer, WriterConfig};
+
+/// What [`Engine::purge_keys`] did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct PurgeReport {
+    /// Expired key records deleted.
+    pub purged: u64,
+    /// Key records that could not be read (each an [`Error::Corrupt`] naming
+    /// it), left in place and skipped.
+    pub skipped: Vec<Error>,
+}
 
 /// How many keys one purge round looks at.
 const PURGE_BUDGET: usize = 1024;
@@ -200,26 +210,39 @@ impl Engine {
 
     /// Deletes every expired idempotency key record of every machine, in
     /// bounded rounds, and returns how many were deleted. Live keys are
-    /// untouched; an unreadable key record is reported (a `tracing` warning)
-    /// and skipped. The engine also does this in the background (see
+    /// untouched; an unreadable key record is skipped (and logged as a
+    /// `tracing` warning; [`purge_keys`](Engine::purge_keys) returns it). The
+    /// engine also does this in the background (see
     /// [`EngineBuilder::purge_interval`]).
     pub fn purge_expired_keys(&self) -> Result<u64> {
-        let mut purged = 0;
+        self.purge_keys().map(|report| report.purged)
+    }
+
+    /// Like [`purge_expired_keys`](Engine::purge_expired_keys), with the
+    /// unreadable key records it skipped.
+    pub fn purge_keys(&self) -> Result<PurgeReport> {
+        let mut report = PurgeReport::default();
         loop {
             let now = self.inner.clock.now_ms();
-            let more = Arc::new(AtomicBool::new(false));
-            let more_seen = more.clone();
+            let round_report = Arc::new(Mutex::new(None));
+            let seen = round_report.clone();
             let task: Task = Box::new(move |store| {
                 let round = store.purge_expired_keys(now, PURGE_BUDGET)?;
                 for error in &round.corrupt {
                     tracing::warn!(%error, "skipped an unreadable idempotency key record while purging");
                 }
-                more_seen.store(round.more, Ordering::SeqCst);
-                Ok(round.purged)
+                let purged = round.purged;
+                *lock(&seen) = Some(round);
+                Ok(purged)
             });
-            purged += self.inner.run_task(task, "purging idempotency keys")?;
-            if !more.load(Ordering::SeqCst) {
-                return Ok(purged);
+            self.inner.run_task(task, "purging idempotency keys")?;
+            let Some(round) = lock(&round_report).take() else {
+                return Ok(report);
+            };
+            report.purged += round.purged;
+            report.skipped.extend(round.corrupt);
+            if !round.more {
+                return Ok(report);
             }
         }
     }

@@ -115,6 +115,12 @@ impl NamedMachine {
         self.settled(counts)
     }
 
+    /// How many idempotency key records the machine stores: live ones, and
+    /// expired ones the purge has not deleted yet.
+    pub fn key_count(&self) -> Result<u64> {
+        self.settled(self.runtime.store.key_count())
+    }
+
     /// Under `Immediate`, a read answers only once what it read is durable,
     /// so no caller sees a change that a crash could still take back.
     fn settled<T>(&self, read: Result<T>) -> Result<T> {

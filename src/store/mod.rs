@@ -152,4 +152,7 @@ pub(crate) trait MachineStore: Send + Sync {
 
     /// How many entities are in `state` (a range count of the state index).
     fn count_in_state(&self, state: &str) -> Result<u64>;
+
+    /// How many idempotency key records are stored.
+    fn key_count(&self) -> Result<u64>;
 }

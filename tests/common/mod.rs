@@ -229,3 +229,29 @@ pub fn open_sled(dir: &Path) -> sled::Result<sled::Db> {
         .segment_size(segment_size)
         .open()
 }
+
+/// Runs `work` on a thread of its own and waits up to `limit` for it: a hang
+/// fails the test with `what` instead of stalling the run. A panic in `work`
+/// fails the test with that panic.
+pub fn watchdog<T: Send + 'static>(
+    what: &str,
+    limit: std::time::Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = std::thread::Builder::new()
+        .name(format!("watched: {what}"))
+        .spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            let _ = done.send(result);
+        })
+        .expect("spawning the watched thread");
+    match finished.recv_timeout(limit) {
+        Ok(Ok(value)) => {
+            let _ = worker.join();
+            value
+        }
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("HANG: {what} did not finish within {limit:?}"),
+    }
+}

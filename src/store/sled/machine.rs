@@ -227,10 +227,25 @@ impl MachineStore for SledMachine {
         collect_ids(scan, prefix.len(), limit, &self.by_state_name)
     }
 
+    fn key_count(&self) -> Result<u64> {
+        self.count_keys()
+    }
+
     fn count_in_state(&self, state: &str) -> Result<u64> {
         let mut count = 0;
         for item in self.by_state.scan_prefix(codec::state_prefix(state)).keys() {
             item.map_err(storage("counting the state index"))?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+impl SledMachine {
+    fn count_keys(&self) -> Result<u64> {
+        let mut count = 0;
+        for item in self.keys.iter().keys() {
+            item.map_err(storage("counting idempotency keys"))?;
             count += 1;
         }
         Ok(count)
@@ -275,6 +290,10 @@ impl MachineStore for EmptyMachine {
     }
 
     fn count_in_state(&self, _: &str) -> Result<u64> {
+        Ok(0)
+    }
+
+    fn key_count(&self) -> Result<u64> {
         Ok(0)
     }
 }
