@@ -130,12 +130,22 @@ impl Engine {
         EngineBuilder::default()
     }
 
+    /// Opens sled in `path` (temporary when `None`) and starts the engine on it.
     fn start(builder: EngineBuilder, path: Option<PathBuf>) -> Result<Engine> {
         let store = Arc::new(SledStore::open(&SledOptions {
             path: path.clone(),
             cache_capacity: builder.cache_capacity,
             segment_size: builder.segment_size,
         })?);
+        Engine::start_on(builder, store, path)
+    }
+
+    /// Starts the engine on an opened store (any backend).
+    pub(crate) fn start_on(
+        builder: EngineBuilder,
+        store: Arc<dyn Store>,
+        path: Option<PathBuf>,
+    ) -> Result<Engine> {
         let writer = Writer::start(
             store.writer()?,
             WriterConfig {
