@@ -12,9 +12,12 @@
 //! deadlocks (see `docs/reliability.md`).
 
 pub(crate) mod codec;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 pub(crate) mod sled;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::decide::{Decision, KeyRecord};
 use crate::error::{Error, Result};
@@ -103,6 +106,25 @@ pub(crate) trait Store: Send + Sync {
     /// The one writer of this database. Called once, by the engine, which
     /// moves it to its writer thread.
     fn writer(&self) -> Result<Box<dyn StoreWriter>>;
+
+    /// What an outbox subscription waits on between reads, for a backend
+    /// whose outbox other processes write too (PostgreSQL: `LISTEN/NOTIFY`).
+    /// `None` (the default, sled): subscriptions wait on the engine's own
+    /// notifier, bumped after each sync of its writer.
+    fn outbox_waiter(&self) -> Option<Box<dyn OutboxWaiter>> {
+        None
+    }
+}
+
+/// A subscription's wake-up: [`arm`](OutboxWaiter::arm) before reading the
+/// outbox, then [`wait`](OutboxWaiter::wait) if the read found nothing; the
+/// wait returns early if events may have been committed since `arm`.
+pub(crate) trait OutboxWaiter: Send + Sync {
+    /// Called before each read of the outbox.
+    fn arm(&mut self);
+
+    /// Waits up to `timeout` (a backend may return earlier, spuriously).
+    fn wait(&mut self, timeout: Duration);
 }
 
 /// A database, write side: owned by the writer thread alone.

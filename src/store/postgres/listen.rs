@@ -1,0 +1,136 @@
+//! Waking outbox subscriptions with `LISTEN/NOTIFY`.
+//!
+//! One listening connection per engine, on a thread of its own, started by
+//! the first subscription: it `LISTEN`s on the schema's channel and bumps an
+//! in-process counter for every notification; subscriptions wait on that
+//! counter. One connection rather than one per subscription, because a
+//! connection that listens but is not read holds back PostgreSQL's
+//! notification queue (shared by the whole cluster; when it fills, every
+//! `NOTIFY` fails), and a subscription is allowed to go unpolled: the
+//! listener thread always reads.
+//!
+//! Writers notify right after their commit, not inside it: a transaction
+//! that notifies takes a cluster-wide lock from its pre-commit until its
+//! commit is done, WAL flush included, which would serialize the commits of
+//! every engine process. A notification lost between a commit and its
+//! `NOTIFY` (the process died) costs latency, not events: a subscription
+//! also re-reads every [`RECHECK`], and after the listener reconnects.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use postgres::fallible_iterator::FallibleIterator;
+
+use super::config::PgOptions;
+use super::pool::Conn;
+use super::retry::Backoff;
+use crate::store::OutboxWaiter;
+use crate::write::Notifier;
+
+/// The longest a subscription waits without re-reading the outbox.
+pub(crate) const RECHECK: Duration = Duration::from_secs(5);
+
+/// How often the listener thread looks at its stop flag.
+const POLL: Duration = Duration::from_millis(250);
+
+/// The channel of a schema: `idemflow_outbox_<schema>` (a hash when too long).
+pub(crate) fn channel(schema: &str) -> String {
+    let channel = format!("idemflow_outbox_{schema}");
+    if channel.len() <= 63 {
+        channel
+    } else {
+        let hash = blake3::hash(schema.as_bytes()).to_hex();
+        format!("idemflow_outbox_{}", &hash.as_str()[..32])
+    }
+}
+
+/// The listener thread's handle.
+pub(crate) struct Listener {
+    notifier: Arc<Notifier>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Listener {
+    /// Starts the listener thread.
+    pub(crate) fn start(options: PgOptions, channel: String) -> std::io::Result<Listener> {
+        let notifier = Arc::new(Notifier::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let notifier = notifier.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("idemflow-pg-listen".to_owned())
+                .spawn(move || listen(&options, &channel, &notifier, &stop))?;
+        }
+        Ok(Listener { notifier, stop })
+    }
+
+    /// A waiter for one subscription.
+    pub(crate) fn waiter(&self) -> Box<dyn OutboxWaiter> {
+        Box::new(Waiter {
+            notifier: self.notifier.clone(),
+            seen: 0,
+        })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn listen(options: &PgOptions, channel: &str, notifier: &Notifier, stop: &AtomicBool) {
+    let mut backoff = Backoff::new();
+    while !stop.load(Ordering::SeqCst) {
+        let mut conn = match Conn::open(options, true).and_then(|mut conn| {
+            conn.client.batch_execute(&format!("LISTEN \"{channel}\""))?;
+            Ok(conn)
+        }) {
+            Ok(conn) => conn,
+            Err(error) => {
+                tracing::warn!(error = %super::pool::describe(&error), "the outbox listener could not connect; retrying");
+                if !backoff.wait() {
+                    backoff = Backoff::new();
+                }
+                continue;
+            }
+        };
+        backoff = Backoff::new();
+        // Events may have been committed while no one listened.
+        notifier.bump();
+        'connected: while !stop.load(Ordering::SeqCst) {
+            let mut notifications = conn.client.notifications();
+            let mut iter = notifications.timeout_iter(POLL);
+            loop {
+                match iter.next() {
+                    Ok(Some(_)) => notifier.bump(),
+                    Err(_) => break 'connected,
+                    Ok(None) => break,
+                }
+            }
+            drop(iter);
+            drop(notifications);
+            if conn.client.is_closed() {
+                break;
+            }
+        }
+    }
+}
+
+/// What one subscription waits on.
+struct Waiter {
+    notifier: Arc<Notifier>,
+    seen: u64,
+}
+
+impl OutboxWaiter for Waiter {
+    fn arm(&mut self) {
+        self.seen = self.notifier.generation();
+    }
+
+    fn wait(&mut self, timeout: Duration) {
+        self.notifier.wait_past(self.seen, timeout.min(RECHECK));
+    }
+}
