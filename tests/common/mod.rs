@@ -2,6 +2,8 @@
 //! uses a different subset, hence `allow(dead_code)`.
 #![allow(dead_code)]
 
+pub mod backend;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use std::path::Path;
