@@ -119,6 +119,11 @@ impl TestDb {
         }
     }
 
+    /// Another fresh database on the same backend.
+    pub fn fresh(&self, test: &str) -> TestDb {
+        TestDb::new(self.backend, test).expect("the backend of a running case is available")
+    }
+
     /// Where the database is: a directory, or a connection string.
     pub fn location(&self) -> String {
         match (&self.dir, &self.url) {

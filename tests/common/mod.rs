@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod linearizability;
 
 use std::collections::{BTreeMap, BTreeSet};
 
