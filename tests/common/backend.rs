@@ -63,7 +63,12 @@ pub fn skip_postgres(test: &str, why: &str) {
     if postgres_required() {
         panic!("{test}: PostgreSQL is required (IDEMFLOW_REQUIRE_POSTGRES=1) but {why}");
     }
-    eprintln!("SKIPPED (PostgreSQL) {test}: {why}");
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !said.iter().any(|name| name == test) {
+        said.push(test.to_owned());
+        eprintln!("SKIPPED (PostgreSQL) {test}: {why}");
+    }
 }
 
 /// A schema name for `test`: unique in this run and across processes.
