@@ -20,8 +20,7 @@ use common::{check_invariants, OrderEvent, OrderState, Ticket};
 const THREADS: usize = 8;
 
 fn buffered(db: &TestDb) -> Engine {
-    db.open(Engine::builder()
-        .durability(Durability::Buffered))
+    db.open(Engine::builder().durability(Durability::Buffered))
 }
 
 fn ids(prefix: &str, n: usize) -> Vec<String> {
@@ -530,9 +529,11 @@ fn check_traffic(sent: &[Vec<Sent>], histories: &Histories) {
 fn random_traffic_loses_no_update(db: &TestDb) {
     for seed in 1..=4 {
         let db = db.fresh(&format!("random_traffic_{seed}"));
-        let engine = db.open(Engine::builder()
-            .durability(Durability::Buffered)
-            .batching(seed % 2 == 0));
+        let engine = db.open(
+            Engine::builder()
+                .durability(Durability::Buffered)
+                .batching(seed % 2 == 0),
+        );
         random_traffic(&engine, 250, seed);
     }
 }

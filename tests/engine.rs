@@ -12,8 +12,7 @@ use common::{OrderEvent, OrderState};
 use serde_json::json;
 
 fn engine(db: &TestDb) -> Engine {
-    db.open(Engine::builder()
-        .durability(Durability::Buffered))
+    db.open(Engine::builder().durability(Durability::Buffered))
 }
 
 fn create_starts_at_version_one_and_is_idempotent(db: &TestDb) {
@@ -286,15 +285,17 @@ fn guards_reject_with_a_reason_and_write_nothing(db: &TestDb) {
 }
 
 fn input_limits_are_checked_before_anything_is_read_or_written(db: &TestDb) {
-    let engine = db.open(Engine::builder()
-        .durability(Durability::Buffered)
-        .limits(Limits {
-            max_id_bytes: 8,
-            max_key_bytes: 4,
-            max_payload_bytes: 16,
-            max_actor_bytes: 5,
-            ..Limits::default()
-        }));
+    let engine = db.open(
+        Engine::builder()
+            .durability(Durability::Buffered)
+            .limits(Limits {
+                max_id_bytes: 8,
+                max_key_bytes: 4,
+                max_payload_bytes: 16,
+                max_actor_bytes: 5,
+                ..Limits::default()
+            }),
+    );
     let orders = engine.machine::<OrderState>().unwrap();
     let field = |result: Result<_, Error>| match result {
         Err(Error::InvalidInput { field, .. }) => field,
@@ -482,9 +483,11 @@ fn subscription_feeds_new_events(db: &TestDb) {
 }
 
 fn expired_keys_are_forgotten_and_purged(db: &TestDb) {
-    let engine = db.open(Engine::builder()
-        .durability(Durability::Buffered)
-        .key_retention(Duration::from_millis(300)));
+    let engine = db.open(
+        Engine::builder()
+            .durability(Durability::Buffered)
+            .key_retention(Duration::from_millis(300)),
+    );
     let orders = engine.machine::<OrderState>().unwrap();
     orders.create("o-1").unwrap();
     orders.create("o-2").unwrap();

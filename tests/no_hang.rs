@@ -17,8 +17,7 @@ use common::{watchdog, OrderEvent, OrderState};
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn engine(db: &TestDb, durability: Durability) -> Engine {
-    db.open(Engine::builder()
-        .durability(durability))
+    db.open(Engine::builder().durability(durability))
 }
 
 fn an_unpolled_subscription_blocks_no_writer(db: &TestDb) {

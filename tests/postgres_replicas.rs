@@ -163,7 +163,8 @@ fn replica_child() {
             let (rings, out, ids, plan) = (&rings, &out, &ids, &plan);
             scope.spawn(move || {
                 let thread = plan.process * THREADS + t;
-                let mut rng = Rng(plan.seed ^ (thread as u64 + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93));
+                let mut rng =
+                    Rng(plan.seed ^ (thread as u64 + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93));
                 let subject = Real(rings.clone());
                 let mut last = 0;
                 let mut done = 0;
@@ -221,11 +222,19 @@ fn spawn_children(url: &str, durability: Durability, calls: usize, seed: u64) ->
     let children = (0..PROCESSES)
         .map(|process| {
             Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "replica_child", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "replica_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env(CHILD_ENV, url)
                 .env("IDEMFLOW_REPLICA_DIR", dir.path())
                 .env("IDEMFLOW_REPLICA_PROCESS", process.to_string())
-                .env("IDEMFLOW_REPLICA_SEED", (seed ^ process as u64 * 7919).to_string())
+                .env(
+                    "IDEMFLOW_REPLICA_SEED",
+                    (seed ^ (process as u64 * 7919)).to_string(),
+                )
                 .env(
                     "IDEMFLOW_REPLICA_DURABILITY",
                     match durability {
@@ -250,7 +259,10 @@ fn spawn_children(url: &str, durability: Durability, calls: usize, seed: u64) ->
                 panic!("a replica exited before it was ready: {status}");
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "replicas never got ready");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "replicas never got ready"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     std::fs::write(children.path("go"), b"go").unwrap();
@@ -279,7 +291,10 @@ impl Children {
 
     /// Waits for every child; returns their exit statuses.
     fn wait(&mut self) -> Vec<std::process::ExitStatus> {
-        self.children.iter_mut().map(|child| child.wait().unwrap()).collect()
+        self.children
+            .iter_mut()
+            .map(|child| child.wait().unwrap())
+            .collect()
     }
 }
 
@@ -318,8 +333,15 @@ fn check_database(url: &str) -> BTreeMap<String, Vec<idemflow::HistoryRecord>> {
         match rings.get(&id).unwrap() {
             None => assert!(history.is_empty(), "{id}: history without a record"),
             Some(record) => {
-                assert_eq!(record.version, history.len() as u64, "{id}: version != history length");
-                assert_eq!(history.last().map(|h| h.to.as_str()), Some(record.state.as_str()));
+                assert_eq!(
+                    record.version,
+                    history.len() as u64,
+                    "{id}: version != history length"
+                );
+                assert_eq!(
+                    history.last().map(|h| h.to.as_str()),
+                    Some(record.state.as_str())
+                );
             }
         }
         for (i, entry) in history.iter().enumerate() {
@@ -334,7 +356,10 @@ fn check_database(url: &str) -> BTreeMap<String, Vec<idemflow::HistoryRecord>> {
             .map(|event| event.version)
             .collect();
         let expected: Vec<u64> = (1..=history.len() as u64).collect();
-        assert_eq!(mine, expected, "{id}: one outbox event per applied change, in order");
+        assert_eq!(
+            mine, expected,
+            "{id}: one outbox event per applied change, in order"
+        );
         histories.insert(id, history);
     }
     for (key, times) in keys_applied {
@@ -359,37 +384,41 @@ fn replicas_are_linearizable_and_apply_each_request_at_most_once() {
         return;
     };
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    watchdog("4 processes x 4 threads on one database", LIMIT, move || {
-        let seed = seed();
-        let mut children = spawn_children(&url, Durability::Buffered, LIN_CALLS, seed);
-        for (process, status) in children.wait().into_iter().enumerate() {
-            assert!(status.success(), "replica {process} failed: {status}");
-        }
-        let histories = children.operations();
-        let def = ring();
-        let mut checked = 0;
-        let mut operations = 0;
-        for (id, history) in &histories {
-            assert!(
-                history.iter().all(|op| !matches!(op.ret, Ret::Other(_))),
-                "{id}: unexpected error in {history:#?}"
-            );
-            let (verdict, _) = check(&def, history);
-            if verdict != Verdict::Linearizable {
-                let mut sorted = history.clone();
-                sorted.sort_by_key(|op| op.invoked);
-                panic!("{id} (seed {seed}) is not linearizable across processes:\n{sorted:#?}");
+    watchdog(
+        "4 processes x 4 threads on one database",
+        LIMIT,
+        move || {
+            let seed = seed();
+            let mut children = spawn_children(&url, Durability::Buffered, LIN_CALLS, seed);
+            for (process, status) in children.wait().into_iter().enumerate() {
+                assert!(status.success(), "replica {process} failed: {status}");
             }
-            checked += 1;
-            operations += history.len();
-        }
-        assert_eq!(operations, PROCESSES * THREADS * LIN_CALLS);
-        check_database(&url);
-        eprintln!(
+            let histories = children.operations();
+            let def = ring();
+            let mut checked = 0;
+            let mut operations = 0;
+            for (id, history) in &histories {
+                assert!(
+                    history.iter().all(|op| !matches!(op.ret, Ret::Other(_))),
+                    "{id}: unexpected error in {history:#?}"
+                );
+                let (verdict, _) = check(&def, history);
+                if verdict != Verdict::Linearizable {
+                    let mut sorted = history.clone();
+                    sorted.sort_by_key(|op| op.invoked);
+                    panic!("{id} (seed {seed}) is not linearizable across processes:\n{sorted:#?}");
+                }
+                checked += 1;
+                operations += history.len();
+            }
+            assert_eq!(operations, PROCESSES * THREADS * LIN_CALLS);
+            check_database(&url);
+            eprintln!(
             "replicas: {checked} entity histories ({operations} calls from {PROCESSES} processes x \
              {THREADS} threads) linearizable; each key applied at most once (seed {seed})"
         );
-    });
+        },
+    );
 }
 
 #[test]
@@ -405,13 +434,19 @@ fn a_killed_replica_loses_nothing_acknowledged() {
         let mut children = spawn_children(&url, Durability::Immediate, 150, seed());
         let started = Instant::now();
         while children.calls_done(0) < 40 {
-            assert!(started.elapsed() < Duration::from_secs(60), "replica 0 makes no progress");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "replica 0 makes no progress"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         children.children[0].kill().unwrap(); // SIGKILL
         let statuses = children.wait();
         for (process, status) in statuses.iter().enumerate().skip(1) {
-            assert!(status.success(), "replica {process} failed after the kill: {status}");
+            assert!(
+                status.success(),
+                "replica {process} failed after the kill: {status}"
+            );
         }
         let stored = check_database(&url);
         // Every change a caller was told was applied is there, at its version.
@@ -452,7 +487,9 @@ fn a_server_restart_mid_load_gives_clear_errors_and_no_double_apply() {
     watchdog("a PostgreSQL restart under load", LIMIT, move || {
         let mut children = spawn_children(&url, Durability::Immediate, 0, seed());
         std::thread::sleep(Duration::from_millis(1500));
-        let before = (0..PROCESSES).map(|p| children.calls_done(p)).sum::<usize>();
+        let before = (0..PROCESSES)
+            .map(|p| children.calls_done(p))
+            .sum::<usize>();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-cluster.sh");
         let status = Command::new(&script)
             .args(["restart", &cluster, "fast"])
@@ -463,7 +500,10 @@ fn a_server_restart_mid_load_gives_clear_errors_and_no_double_apply() {
         std::thread::sleep(Duration::from_millis(3000));
         std::fs::write(children.path("stop"), b"stop").unwrap();
         for (process, status) in children.wait().into_iter().enumerate() {
-            assert!(status.success(), "replica {process} failed across the restart: {status}");
+            assert!(
+                status.success(),
+                "replica {process} failed across the restart: {status}"
+            );
         }
         let histories = children.operations();
         let mut errors = BTreeSet::new();
@@ -496,7 +536,10 @@ fn a_server_restart_mid_load_gives_clear_errors_and_no_double_apply() {
                 if req.key.is_some() {
                     let retry = rings.apply(id, req.named());
                     assert!(
-                        !matches!(retry, Err(Error::Storage { .. } | Error::CommitUnknown { .. })),
+                        !matches!(
+                            retry,
+                            Err(Error::Storage { .. } | Error::CommitUnknown { .. })
+                        ),
                         "{id}: the retry failed: {retry:?}"
                     );
                 }
@@ -505,7 +548,9 @@ fn a_server_restart_mid_load_gives_clear_errors_and_no_double_apply() {
         drop(rings);
         drop(engine);
         check_database(&url);
-        let after = (0..PROCESSES).map(|p| children.calls_done(p)).sum::<usize>();
+        let after = (0..PROCESSES)
+            .map(|p| children.calls_done(p))
+            .sum::<usize>();
         eprintln!(
             "restart: {before} calls before, {after} in all, {after_restart_ok} succeeded after \
              the restart; errors seen: {errors:?}; {} unknown outcomes retried",

@@ -50,7 +50,9 @@ pub fn postgres_url() -> Result<String, String> {
     if !cfg!(feature = "postgres") {
         return Err("built without `--features postgres`".to_owned());
     }
-    url.ok_or_else(|| "IDEMFLOW_TEST_POSTGRES_URL is not set (scripts/pg-cluster.sh starts a server)".to_owned())
+    url.ok_or_else(|| {
+        "IDEMFLOW_TEST_POSTGRES_URL is not set (scripts/pg-cluster.sh starts a server)".to_owned()
+    })
 }
 
 /// Whether a missing PostgreSQL server fails the run.
@@ -75,7 +77,13 @@ pub fn skip_postgres(test: &str, why: &str) {
 fn schema_for(test: &str) -> String {
     let mut name: String = test
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     name.truncate(30);
     let nanos = std::time::SystemTime::now()
@@ -107,7 +115,9 @@ impl TestDb {
         match backend {
             Backend::Sled => Some(TestDb {
                 backend,
-                dir: Some(Arc::new(tempfile::tempdir().expect("a temporary directory"))),
+                dir: Some(Arc::new(
+                    tempfile::tempdir().expect("a temporary directory"),
+                )),
                 url: None,
             }),
             Backend::Postgres => match postgres_url() {
@@ -167,7 +177,11 @@ impl TestDb {
 
     #[cfg(feature = "postgres")]
     fn connect(&self, builder: EngineBuilder) -> idemflow::Result<Engine> {
-        builder.connect(self.url.as_deref().expect("a PostgreSQL test database has a URL"))
+        builder.connect(
+            self.url
+                .as_deref()
+                .expect("a PostgreSQL test database has a URL"),
+        )
     }
 
     #[cfg(not(feature = "postgres"))]

@@ -459,4 +459,3 @@ pub fn random_call(rng: &mut Rng, entity: &str) -> Call {
         }
     }
 }
-

@@ -132,7 +132,12 @@ pub(crate) struct Decided {
 pub(crate) fn lock_keys(schema: &str, requests: &[StoreRequest<'_>]) -> Vec<i64> {
     let mut keys = Vec::with_capacity(requests.len() * 2);
     for request in requests {
-        keys.push(locks::row_key(schema, b'e', request.machine, request.id.as_bytes()));
+        keys.push(locks::row_key(
+            schema,
+            b'e',
+            request.machine,
+            request.id.as_bytes(),
+        ));
         if let Some(key) = request.key {
             keys.push(locks::row_key(schema, b'k', request.machine, key));
         }
@@ -143,7 +148,11 @@ pub(crate) fn lock_keys(schema: &str, requests: &[StoreRequest<'_>]) -> Vec<i64>
 }
 
 /// `BEGIN`, the marker and the row locks, in one round trip.
-pub(crate) fn begin(conn: &mut Conn, namespace: i32, lock_keys: &[i64]) -> std::result::Result<(), postgres::Error> {
+pub(crate) fn begin(
+    conn: &mut Conn,
+    namespace: i32,
+    lock_keys: &[i64],
+) -> std::result::Result<(), postgres::Error> {
     let list: Vec<String> = lock_keys.iter().map(i64::to_string).collect();
     conn.client.simple_query(&format!(
         "BEGIN ISOLATION LEVEL READ COMMITTED; {}; \
@@ -155,7 +164,10 @@ pub(crate) fn begin(conn: &mut Conn, namespace: i32, lock_keys: &[i64]) -> std::
 }
 
 /// Loads, decides and writes the batch inside the open transaction.
-pub(crate) fn run(conn: &mut Conn, requests: &[StoreRequest<'_>]) -> std::result::Result<Decided, Failure> {
+pub(crate) fn run(
+    conn: &mut Conn,
+    requests: &[StoreRequest<'_>],
+) -> std::result::Result<Decided, Failure> {
     let (mut entities, mut keys) = load(conn, requests)?;
     let mut results = Vec::with_capacity(requests.len());
     let mut history: Vec<(&str, &str, i64, Vec<u8>)> = Vec::new();
@@ -213,11 +225,13 @@ pub(crate) fn run(conn: &mut Conn, requests: &[StoreRequest<'_>]) -> std::result
             }
         };
         if let (Some(key), Some(stored)) = (request.key, key_record) {
-            let slot = keys.entry((request.machine, key)).or_insert_with(|| KeySlot {
-                read_expires_at: None,
-                current: None,
-                dirty: false,
-            });
+            let slot = keys
+                .entry((request.machine, key))
+                .or_insert_with(|| KeySlot {
+                    read_expires_at: None,
+                    current: None,
+                    dirty: false,
+                });
             slot.current = Some(Loaded::Record(stored.clone()));
             slot.dirty = true;
         }
@@ -227,6 +241,9 @@ pub(crate) fn run(conn: &mut Conn, requests: &[StoreRequest<'_>]) -> std::result
     write(conn, &entities, &keys, &history)?;
     Ok(Decided { results, events })
 }
+
+/// Rows found by (machine, bytes), mapped back to what the requests hold.
+type Lookup<'k, 'a, T> = HashMap<(&'k str, &'k [u8]), (&'a str, T)>;
 
 type Entities<'a> = HashMap<(&'a str, &'a str), EntitySlot>;
 type Keys<'a> = HashMap<(&'a str, &'a [u8]), KeySlot>;
@@ -239,27 +256,36 @@ fn load<'a>(
     let mut entity_ids: Vec<&[u8]> = Vec::new();
     let mut key_machines = Vec::new();
     let mut key_bytes: Vec<&[u8]> = Vec::new();
-    let mut by_id: HashMap<(&str, &[u8]), (&'a str, &'a str)> = HashMap::new();
-    let mut by_key: HashMap<(&str, &[u8]), (&'a str, &'a [u8])> = HashMap::new();
+    // (machine, id or key bytes) -> the same, as the requests hold them
+    // (rows are looked up with keys that live only as long as the row).
+    let mut by_id: Lookup<'_, 'a, &'a str> = HashMap::new();
+    let mut by_key: Lookup<'_, 'a, &'a [u8]> = HashMap::new();
     for request in requests {
         if by_id
-            .insert((request.machine, request.id.as_bytes()), (request.machine, request.id))
+            .insert(
+                (request.machine, request.id.as_bytes()),
+                (request.machine, request.id),
+            )
             .is_none()
         {
             entity_machines.push(request.machine);
             entity_ids.push(request.id.as_bytes());
         }
         if let Some(key) = request.key {
-            if by_key.insert((request.machine, key), (request.machine, key)).is_none() {
+            if by_key
+                .insert((request.machine, key), (request.machine, key))
+                .is_none()
+            {
                 key_machines.push(request.machine);
                 key_bytes.push(key);
             }
         }
     }
     let statement = conn.prepared(LOAD)?;
-    let rows = conn
-        .client
-        .query(&statement, &[&entity_machines, &entity_ids, &key_machines, &key_bytes])?;
+    let rows = conn.client.query(
+        &statement,
+        &[&entity_machines, &entity_ids, &key_machines, &key_bytes],
+    )?;
     let mut entities: Entities<'a> = HashMap::new();
     let mut keys: Keys<'a> = HashMap::new();
     for row in rows {
@@ -423,8 +449,18 @@ fn write(
     ];
     let statement = conn.prepared(WRITE)?;
     let row = conn.client.query_one(&statement, &params)?;
-    let counts: [i64; 4] = [row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?];
-    let expected = [new.machine.len(), moved.machine.len(), new_keys.machine.len(), renewed.machine.len()];
+    let counts: [i64; 4] = [
+        row.try_get(0)?,
+        row.try_get(1)?,
+        row.try_get(2)?,
+        row.try_get(3)?,
+    ];
+    let expected = [
+        new.machine.len(),
+        moved.machine.len(),
+        new_keys.machine.len(),
+        renewed.machine.len(),
+    ];
     if counts
         .iter()
         .zip(expected)

@@ -164,7 +164,8 @@ mod tests {
         let options =
             PgOptions::parse("host=127.0.0.1 user=app schema=s1", Durability::Buffered).unwrap();
         assert_eq!(options.schema, "s1");
-        let options = PgOptions::parse("postgres://app@localhost/db", Durability::Buffered).unwrap();
+        let options =
+            PgOptions::parse("postgres://app@localhost/db", Durability::Buffered).unwrap();
         assert_eq!(options.schema, DEFAULT_SCHEMA);
     }
 

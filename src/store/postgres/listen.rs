@@ -85,7 +85,8 @@ fn listen(options: &PgOptions, channel: &str, notifier: &Notifier, stop: &Atomic
     let mut backoff = Backoff::new();
     while !stop.load(Ordering::SeqCst) {
         let mut conn = match Conn::open(options, true).and_then(|mut conn| {
-            conn.client.batch_execute(&format!("LISTEN \"{channel}\""))?;
+            conn.client
+                .batch_execute(&format!("LISTEN \"{channel}\""))?;
             Ok(conn)
         }) {
             Ok(conn) => conn,

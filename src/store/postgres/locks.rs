@@ -44,7 +44,9 @@ pub(crate) fn marker_namespace(schema: &str) -> i32 {
 }
 
 fn named(schema: &str, what: &str) -> i64 {
-    first_i64(blake3::hash(format!("idemflow {what}\0{schema}").as_bytes()))
+    first_i64(blake3::hash(
+        format!("idemflow {what}\0{schema}").as_bytes(),
+    ))
 }
 
 fn first_i64(hash: blake3::Hash) -> i64 {

@@ -98,7 +98,9 @@ impl PgStore {
     /// Connects, creates or upgrades the schema, and opens the writer's connection.
     pub(crate) fn connect(options: PgOptions) -> Result<PgStore> {
         let place = describe_place(&options);
-        let connect_error = |error: postgres::Error| storage_error(&format!("connecting to PostgreSQL at {place}"), &error);
+        let connect_error = |error: postgres::Error| {
+            storage_error(&format!("connecting to PostgreSQL at {place}"), &error)
+        };
         let mut reader = Conn::open(&options, true).map_err(connect_error)?;
         schema::migrate(&mut reader, &options.schema)?;
         let writer = Conn::open(&options, options.durability == Durability::Immediate)
@@ -189,7 +191,9 @@ impl Store for PgStore {
 
     fn outbox_len(&self) -> Result<usize> {
         let count: i64 = self.shared.pool.run("counting the outbox", |conn| {
-            conn.client.query_one("SELECT count(*) FROM outbox", &[])?.try_get(0)
+            conn.client
+                .query_one("SELECT count(*) FROM outbox", &[])?
+                .try_get(0)
         })?;
         Ok(usize::try_from(count).unwrap_or(0))
     }
@@ -230,7 +234,10 @@ impl Store for PgStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if listener.is_none() {
-            match Listener::start(self.shared.pool.options().clone(), self.shared.channel.clone()) {
+            match Listener::start(
+                self.shared.pool.options().clone(),
+                self.shared.channel.clone(),
+            ) {
                 Ok(started) => *listener = Some(started),
                 Err(error) => {
                     tracing::warn!(%error, "could not start the outbox listener thread");

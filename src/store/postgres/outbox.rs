@@ -107,7 +107,13 @@ pub(crate) fn rows_after(
     Ok(entries)
 }
 
-fn decode(position: i64, machine: String, id: Vec<u8>, version: i64, change: &[u8]) -> PendingEntry {
+fn decode(
+    position: i64,
+    machine: String,
+    id: Vec<u8>,
+    version: i64,
+    change: &[u8],
+) -> PendingEntry {
     let position = u64::try_from(position).unwrap_or(0);
     let decoded = (|| {
         let id = String::from_utf8(id.clone()).map_err(|_| "the id is not UTF-8".to_owned())?;

@@ -32,7 +32,10 @@ impl Conn {
     /// search path, `synchronous_commit` as the durability says, and a
     /// timeout that ends a transaction left open by a stuck process (so its
     /// locks cannot stall the other processes for long).
-    pub(crate) fn open(options: &PgOptions, synchronous_commit: bool) -> std::result::Result<Conn, postgres::Error> {
+    pub(crate) fn open(
+        options: &PgOptions,
+        synchronous_commit: bool,
+    ) -> std::result::Result<Conn, postgres::Error> {
         let mut client = options.client.connect(NoTls)?;
         client.batch_execute(&format!(
             "SET search_path TO {schema}, public; \
@@ -48,7 +51,10 @@ impl Conn {
     }
 
     /// The prepared form of `sql` (prepared once per connection).
-    pub(crate) fn prepared(&mut self, sql: &'static str) -> std::result::Result<Statement, postgres::Error> {
+    pub(crate) fn prepared(
+        &mut self,
+        sql: &'static str,
+    ) -> std::result::Result<Statement, postgres::Error> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }

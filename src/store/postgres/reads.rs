@@ -22,7 +22,8 @@ const IN_STATE: &str = "SELECT id FROM entities WHERE machine = $1 AND state = $
      AND ($3::bytea IS NULL OR id > $3) ORDER BY id LIMIT $4";
 const COUNT_IN_STATE: &str = "SELECT count(*) FROM entities WHERE machine = $1 AND state = $2";
 const KEY_COUNT: &str = "SELECT count(*) FROM keys WHERE machine = $1";
-const DEFINITIONS: &str = "SELECT machine, definition FROM definitions ORDER BY machine COLLATE \"C\"";
+const DEFINITIONS: &str =
+    "SELECT machine, definition FROM definitions ORDER BY machine COLLATE \"C\"";
 const DEFINITION: &str = "SELECT machine, definition FROM definitions WHERE machine = $1";
 
 /// One machine's reads.
@@ -32,7 +33,12 @@ pub(crate) struct PgMachine {
 }
 
 /// Decodes an entity row (`state, version, created_at, updated_at`).
-pub(crate) fn entity_from_row(machine: &str, id: &str, row: &Row, first: usize) -> Result<EntityRecord> {
+pub(crate) fn entity_from_row(
+    machine: &str,
+    id: &str,
+    row: &Row,
+    first: usize,
+) -> Result<EntityRecord> {
     let tree = format!("entities/{machine}");
     let column = |error: postgres::Error| Error::corrupt(&tree, id.as_bytes(), error.to_string());
     let state: String = row.try_get(first).map_err(column)?;
@@ -40,7 +46,8 @@ pub(crate) fn entity_from_row(machine: &str, id: &str, row: &Row, first: usize) 
     let created_at: i64 = row.try_get(first + 2).map_err(column)?;
     let updated_at: i64 = row.try_get(first + 3).map_err(column)?;
     let unsigned = |value: i64, what: &str| {
-        u64::try_from(value).map_err(|_| Error::corrupt(&tree, id.as_bytes(), format!("negative {what} {value}")))
+        u64::try_from(value)
+            .map_err(|_| Error::corrupt(&tree, id.as_bytes(), format!("negative {what} {value}")))
     };
     let record = EntityRecord {
         id: id.to_owned(),
@@ -50,14 +57,20 @@ pub(crate) fn entity_from_row(machine: &str, id: &str, row: &Row, first: usize) 
         updated_at: unsigned(updated_at, "updated_at")?,
     };
     if record.version == 0 {
-        return Err(Error::corrupt(tree, id.as_bytes(), "version 0 (versions start at 1)"));
+        return Err(Error::corrupt(
+            tree,
+            id.as_bytes(),
+            "version 0 (versions start at 1)",
+        ));
     }
     Ok(record)
 }
 
 /// Decodes a stored key record.
 pub(crate) fn key_record(machine: &str, key: &[u8], record: &[u8]) -> Result<KeyRecord> {
-    decode_at(&format!("keys/{machine}"), key, || codec::decode_key_record(record))
+    decode_at(&format!("keys/{machine}"), key, || {
+        codec::decode_key_record(record)
+    })
 }
 
 impl MachineStore for PgMachine {
@@ -69,9 +82,9 @@ impl MachineStore for PgMachine {
         match row {
             None => Ok(None),
             Some(row) => {
-                let record: Vec<u8> = row
-                    .try_get(0)
-                    .map_err(|error| Error::corrupt(format!("keys/{}", self.machine), key, error.to_string()))?;
+                let record: Vec<u8> = row.try_get(0).map_err(|error| {
+                    Error::corrupt(format!("keys/{}", self.machine), key, error.to_string())
+                })?;
                 key_record(&self.machine, key, &record).map(Some)
             }
         }
@@ -80,7 +93,8 @@ impl MachineStore for PgMachine {
     fn get(&self, id: &str) -> Result<Option<EntityRecord>> {
         let row = self.shared.pool.run("reading an entity", |conn| {
             let statement = conn.prepared(GET)?;
-            conn.client.query_opt(&statement, &[&self.machine, &id.as_bytes()])
+            conn.client
+                .query_opt(&statement, &[&self.machine, &id.as_bytes()])
         })?;
         match row {
             None => Ok(None),
@@ -91,7 +105,8 @@ impl MachineStore for PgMachine {
     fn history(&self, id: &str) -> Result<Vec<HistoryRecord>> {
         let rows = self.shared.pool.run("reading history", |conn| {
             let statement = conn.prepared(HISTORY)?;
-            conn.client.query(&statement, &[&self.machine, &id.as_bytes()])
+            conn.client
+                .query(&statement, &[&self.machine, &id.as_bytes()])
         })?;
         let tree = format!("history/{}", self.machine);
         let mut entries = Vec::with_capacity(rows.len());
@@ -119,7 +134,8 @@ impl MachineStore for PgMachine {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.shared.pool.run("reading the state index", |conn| {
             let statement = conn.prepared(IN_STATE)?;
-            conn.client.query(&statement, &[&self.machine, &state, &after, &limit])
+            conn.client
+                .query(&statement, &[&self.machine, &state, &after, &limit])
         })?;
         let tree = format!("entities/{}", self.machine);
         rows.iter()
@@ -127,9 +143,8 @@ impl MachineStore for PgMachine {
                 let id: Vec<u8> = row
                     .try_get(0)
                     .map_err(|error| Error::corrupt(&tree, b"", error.to_string()))?;
-                String::from_utf8(id).map_err(|error| {
-                    Error::corrupt(&tree, error.as_bytes(), "the id is not UTF-8")
-                })
+                String::from_utf8(id)
+                    .map_err(|error| Error::corrupt(&tree, error.as_bytes(), "the id is not UTF-8"))
             })
             .collect()
     }
@@ -148,7 +163,9 @@ impl PgMachine {
         let count: i64 = self.shared.pool.run(context, |conn| {
             let statement = conn.prepared(sql)?;
             let row = match state {
-                Some(state) => conn.client.query_one(&statement, &[&self.machine, &state])?,
+                Some(state) => conn
+                    .client
+                    .query_one(&statement, &[&self.machine, &state])?,
                 None => conn.client.query_one(&statement, &[&self.machine])?,
             };
             row.try_get(0)

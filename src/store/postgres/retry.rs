@@ -103,7 +103,8 @@ impl Backoff {
         // Seeded from the clock and the thread, so processes that failed
         // together do not retry in step.
         let mut hasher = blake3::Hasher::new();
-        hasher.update(&format!("{:?}{:?}", Instant::now(), std::thread::current().id()).into_bytes());
+        hasher
+            .update(&format!("{:?}{:?}", Instant::now(), std::thread::current().id()).into_bytes());
         hasher.update(&std::process::id().to_le_bytes());
         let mut seed = [0u8; 8];
         seed.copy_from_slice(&hasher.finalize().as_bytes()[..8]);

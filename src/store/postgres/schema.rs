@@ -107,11 +107,16 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "entities, history, keys, outbox,
 pub(crate) fn migrate(conn: &mut Conn, schema: &str) -> Result<()> {
     let quoted = format!("\"{schema}\"");
     let client = &mut conn.client;
-    let failed = |error: postgres::Error| super::pool::storage_error("creating or upgrading the idemflow schema", &error);
+    let failed = |error: postgres::Error| {
+        super::pool::storage_error("creating or upgrading the idemflow schema", &error)
+    };
     client.batch_execute("BEGIN").map_err(failed)?;
     let result = (|| -> Result<()> {
         client
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&locks::migration_key(schema)])
+            .execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&locks::migration_key(schema)],
+            )
             .map_err(failed)?;
         client
             .batch_execute(&format!(

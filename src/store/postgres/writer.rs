@@ -55,7 +55,11 @@ impl PgWriter {
 
     /// The connection, reconnecting if it was lost.
     fn conn(&mut self) -> PgResult<&mut Conn> {
-        if self.conn.as_ref().is_some_and(|conn| conn.client.is_closed()) {
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|conn| conn.client.is_closed())
+        {
             self.drop_conn();
         }
         let conn = match self.conn.take() {
@@ -259,7 +263,8 @@ impl StoreWriter for PgWriter {
         let lock = locks::definition_key(&self.shared.schema, &def.name);
         self.with_retry("storing a machine definition", |conn| {
             conn.client.batch_execute("BEGIN")?;
-            conn.client.execute("SELECT pg_advisory_xact_lock($1)", &[&lock])?;
+            conn.client
+                .execute("SELECT pg_advisory_xact_lock($1)", &[&lock])?;
             let log = conn.prepared(SAVE_DEFINITION_LOG)?;
             conn.client.execute(&log, &[&def.name, &json])?;
             let save = conn.prepared(SAVE_DEFINITION)?;
@@ -338,9 +343,12 @@ impl StoreWriter for PgWriter {
             return Ok(());
         }
         let slot = self.sync_slot;
-        let conn = self.conn().map_err(|error| storage_error("syncing the database", &error))?;
+        let conn = self
+            .conn()
+            .map_err(|error| storage_error("syncing the database", &error))?;
         let result = (|| {
-            conn.client.batch_execute("BEGIN; SET LOCAL synchronous_commit TO on")?;
+            conn.client
+                .batch_execute("BEGIN; SET LOCAL synchronous_commit TO on")?;
             let statement = conn.prepared(SYNC)?;
             conn.client.execute(&statement, &[&slot])?;
             conn.client.batch_execute("COMMIT")
