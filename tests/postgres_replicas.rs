@@ -558,3 +558,76 @@ fn a_server_restart_mid_load_gives_clear_errors_and_no_double_apply() {
         );
     });
 }
+
+/// A subscription wakes on another engine's commit through `LISTEN/NOTIFY`
+/// (well before its periodic re-read), and two consumers draining the
+/// outbox at once with `pending`/`ack` see every event, none lost.
+#[test]
+fn subscriptions_wake_across_engines_and_consumers_share_the_outbox() {
+    if is_child() {
+        return;
+    }
+    let Some(url) = database("outbox_across_engines") else {
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    watchdog("outbox across engines", LIMIT, move || {
+        let reader = connect(&url, Durability::Immediate);
+        let writer = connect(&url, Durability::Immediate);
+        let rings_w = register(&writer);
+        register(&reader);
+        let mut feed = reader.outbox().subscribe();
+        for n in 0..5 {
+            let id = format!("wake-{n}");
+            let started = Instant::now();
+            rings_w.create(&id).unwrap();
+            let event = feed
+                .next_timeout(Duration::from_secs(20))
+                .expect("an event")
+                .unwrap();
+            assert_eq!(event.id, id);
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "woke after {:?}: not by NOTIFY",
+                started.elapsed()
+            );
+        }
+        // Two consumers drain while a third engine writes.
+        const EVENTS: usize = 300;
+        let seen = Mutex::new(BTreeSet::new());
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            for engine in [&reader, &writer] {
+                let (seen, done) = (&seen, &done);
+                scope.spawn(move || loop {
+                    let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                    let events = engine.outbox().pending(50).unwrap();
+                    if events.is_empty() && finished {
+                        return;
+                    }
+                    for event in &events {
+                        seen.lock()
+                            .unwrap()
+                            .insert((event.id.clone(), event.version));
+                    }
+                    engine.outbox().ack(&events).unwrap();
+                });
+            }
+            let third = connect(&url, Durability::Buffered);
+            let rings = register(&third);
+            for n in 0..EVENTS {
+                rings.create(&format!("drain-{n}")).unwrap();
+            }
+            third.flush().unwrap();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let seen = seen.into_inner().unwrap();
+        for n in 0..EVENTS {
+            assert!(
+                seen.contains(&(format!("drain-{n}"), 1)),
+                "drain-{n} never delivered"
+            );
+        }
+        assert!(reader.outbox().is_empty().unwrap());
+    });
+}
