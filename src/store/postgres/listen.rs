@@ -12,9 +12,12 @@
 //! Writers notify right after their commit, not inside it: a transaction
 //! that notifies takes a cluster-wide lock from its pre-commit until its
 //! commit is done, WAL flush included, which would serialize the commits of
-//! every engine process. A notification lost between a commit and its
-//! `NOTIFY` (the process died) costs latency, not events: a subscription
-//! also re-reads every [`RECHECK`], and after the listener reconnects.
+//! every engine process. The `NOTIFY` is sent by an [`Announcer`] thread on
+//! a connection of its own, so the commit pipeline does not wait for it, and
+//! commits made meanwhile share one notification. A notification lost
+//! between a commit and its `NOTIFY` (the process died) costs latency, not
+//! events: a subscription also re-reads every [`RECHECK`], and after the
+//! listener reconnects.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -115,6 +118,55 @@ fn listen(options: &PgOptions, channel: &str, notifier: &Notifier, stop: &Atomic
             drop(notifications);
             if conn.client.is_closed() {
                 break;
+            }
+        }
+    }
+}
+
+/// Sends the writer's `NOTIFY`s from a thread of its own, on a connection
+/// of its own, so that the notification costs the commit pipeline no round
+/// trip; commits that happen while one is being sent share the next one.
+pub(crate) struct Announcer {
+    wake: std::sync::mpsc::SyncSender<()>,
+}
+
+impl Announcer {
+    /// Starts the announcer thread; it ends when the announcer is dropped.
+    pub(crate) fn start(options: PgOptions, channel: String) -> std::io::Result<Announcer> {
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("idemflow-pg-notify".to_owned())
+            .spawn(move || announce(&options, &channel, &woken))?;
+        Ok(Announcer { wake })
+    }
+
+    /// Asks for a `NOTIFY` (after a commit that wrote outbox rows). Never
+    /// blocks: a request already pending covers this one.
+    pub(crate) fn announce(&self) {
+        let _ = self.wake.try_send(());
+    }
+}
+
+fn announce(options: &PgOptions, channel: &str, woken: &std::sync::mpsc::Receiver<()>) {
+    let mut conn: Option<Conn> = None;
+    while woken.recv().is_ok() {
+        for attempt in 0..3 {
+            let connected = match conn.take() {
+                Some(conn) if !conn.client.is_closed() => Ok(conn),
+                _ => Conn::open(options, false),
+            };
+            match connected.and_then(|mut c| {
+                c.client.execute("SELECT pg_notify($1, '')", &[&channel])?;
+                Ok(c)
+            }) {
+                Ok(c) => {
+                    conn = Some(c);
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(attempt, error = %super::pool::describe(&error), "could not notify outbox subscribers");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
         }
     }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::batch::{self, db_int, Failure};
+use super::listen::Announcer;
 use super::locks;
 use super::pool::{describe, storage_error, Conn};
 use super::retry::{classify, connection_lost, Backoff, Retry};
@@ -28,6 +29,8 @@ pub(crate) struct PgWriter {
     lost_unsynced: bool,
     /// The `sync_slots` row this writer updates to wait for the WAL.
     sync_slot: i32,
+    /// Sends the `NOTIFY` after commits that wrote outbox rows.
+    announcer: Option<Announcer>,
 }
 
 /// How one attempt of a batch ended.
@@ -40,12 +43,16 @@ enum Attempt {
 impl PgWriter {
     pub(super) fn new(shared: Arc<Shared>, conn: Conn) -> Self {
         let sync_slot = (std::process::id() % 64) as i32;
+        let announcer = Announcer::start(shared.pool.options().clone(), shared.channel.clone())
+            .map_err(|error| tracing::warn!(%error, "could not start the outbox announcer thread"))
+            .ok();
         PgWriter {
             shared,
             conn: Some(conn),
             unsynced: false,
             lost_unsynced: false,
             sync_slot,
+            announcer,
         }
     }
 
@@ -136,14 +143,8 @@ impl PgWriter {
             self.unsynced = true;
         }
         if decided.events > 0 {
-            let channel = self.shared.channel.clone();
-            if let Some(conn) = self.conn.as_mut() {
-                if let Err(error) = conn.client.execute("SELECT pg_notify($1, '')", &[&channel]) {
-                    tracing::warn!(error = %describe(&error), "could not notify outbox subscribers");
-                    if connection_lost(&error) {
-                        self.drop_conn();
-                    }
-                }
+            if let Some(announcer) = &self.announcer {
+                announcer.announce();
             }
         }
         Attempt::Done(decided.results)
