@@ -92,7 +92,7 @@ case "${1:-}" in
     ;;
   restart)
     load "${2:-}"
-    $RUN_AS "$PGBIN/pg_ctl" -D "$WORK/data" -m "${3:-fast}" -w -t 60 restart >/dev/null
+    $RUN_AS "$PGBIN/pg_ctl" -D "$WORK/data" -l "$WORK/server.log" -m "${3:-fast}" -w -t 60 restart >/dev/null
     ;;
   stop)
     load "${2:-}"

@@ -452,12 +452,20 @@ fn pg_clients(
         .connect(url)
         .expect("connect idemflow");
     let jobs = engine.machine::<Job>().expect("machine");
+    if std::env::var("IDEMFLOW_PG_BENCH_CREATE").is_ok() {
+        // A child started by hand on an empty schema (profiling).
+        create_all(&jobs, first * PER_CLIENT..(first + clients) * PER_CLIENT);
+    }
     let payload = payload();
     let ids: Vec<Vec<String>> = (first..first + clients)
         .map(|c| (0..PER_CLIENT).map(|i| id(c * PER_CLIENT + i)).collect())
         .collect();
+    // Keys stay in the shared database across runs and processes: make
+    // them unique to this process.
+    let pid = std::process::id();
     let (run, latencies) = drive_keeping(vec![(); clients], window, |_, client, n| {
-        advance(&jobs, &ids[client][n % PER_CLIENT], fresh_key(), &payload);
+        let key = format!("p{pid}-{}", fresh_key());
+        advance(&jobs, &ids[client][n % PER_CLIENT], key, &payload);
     });
     *out.borrow_mut() = latencies;
     run
