@@ -103,7 +103,7 @@ impl PgStore {
         };
         let mut reader = Conn::open(&options, true).map_err(connect_error)?;
         schema::migrate(&mut reader, &options.schema)?;
-        let writer = Conn::open(&options, options.durability == Durability::Immediate)
+        let writer = Conn::open_writer(&options, options.durability == Durability::Immediate)
             .map_err(connect_error)?;
         let shared = Arc::new(Shared {
             namespace: locks::marker_namespace(&options.schema),

@@ -71,7 +71,7 @@ impl PgWriter {
         }
         let conn = match self.conn.take() {
             Some(conn) => conn,
-            None => Conn::open(self.shared.pool.options(), self.synchronous())?,
+            None => Conn::open_writer(self.shared.pool.options(), self.synchronous())?,
         };
         Ok(self.conn.insert(conn))
     }
