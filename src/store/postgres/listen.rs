@@ -34,6 +34,9 @@ use crate::write::Notifier;
 /// The longest a subscription waits without re-reading the outbox.
 pub(crate) const RECHECK: Duration = Duration::from_secs(5);
 
+/// The shortest time between two `NOTIFY`s of one engine.
+const COALESCE: Duration = Duration::from_millis(3);
+
 /// How often the listener thread looks at its stop flag.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -161,6 +164,10 @@ fn announce(options: &PgOptions, channel: &str, woken: &std::sync::mpsc::Receive
             }) {
                 Ok(c) => {
                     conn = Some(c);
+                    // Commits of the next moment share the next NOTIFY: one
+                    // per COALESCE at most, instead of one per commit (each
+                    // is a transaction of its own on the server).
+                    std::thread::sleep(COALESCE);
                     break;
                 }
                 Err(error) => {
