@@ -244,6 +244,10 @@ pub struct OutboxArgs {
     /// Acknowledge (remove) the listed events after printing them.
     #[arg(long)]
     pub ack: bool,
+    /// Move the entry at this position (e.g. an undecodable one) out of the
+    /// outbox into the quarantine, where it is kept but never delivered.
+    #[arg(long, value_name = "POSITION")]
+    pub quarantine: Option<u64>,
     #[command(flatten)]
     pub json: JsonArg,
 }

@@ -8,7 +8,7 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use idemflow::{DotOptions, Engine, NamedMachine, NamedRequest, OutcomeRecord};
+use idemflow::{DotOptions, Engine, NamedMachine, NamedRequest, OutcomeRecord, PendingEntry};
 use serde_json::{json, Value};
 
 use crate::cli::{
@@ -307,7 +307,20 @@ pub fn graph(args: &GraphArgs) -> CliResult {
 pub fn outbox(args: &OutboxArgs) -> CliResult {
     let engine = open_existing(&args.db.db)?;
     let outbox = engine.outbox();
-    let events = outbox.pending(args.limit)?;
+    let quarantined = match args.quarantine {
+        Some(position) => Some((position, outbox.quarantine(position)?)),
+        None => None,
+    };
+    let mut events = Vec::new();
+    let mut undecodable = Vec::new();
+    for entry in outbox.pending_entries(args.limit)? {
+        match entry {
+            PendingEntry::Event(event) => events.push(event),
+            PendingEntry::Undecodable { position, error } => {
+                undecodable.push((position, error.to_string()));
+            }
+        }
+    }
     let pending = outbox.len()?;
     let acknowledged = if args.ack {
         Some(outbox.ack(&events)?)
@@ -315,10 +328,16 @@ pub fn outbox(args: &OutboxArgs) -> CliResult {
         None
     };
     if args.json.json {
+        let undecodable: Vec<Value> = undecodable
+            .iter()
+            .map(|(position, error)| json!({"position": position, "error": error}))
+            .collect();
         return print_json(&json!({
             "pending": pending,
             "events": events,
+            "undecodable": undecodable,
             "acknowledged": acknowledged,
+            "quarantined": quarantined.map(|(position, moved)| json!({"position": position, "moved": moved})),
         }));
     }
     let mut out = String::new();
@@ -353,8 +372,21 @@ pub fn outbox(args: &OutboxArgs) -> CliResult {
     if !events.is_empty() {
         out.push_str(&table.render());
     }
+    for (position, error) in &undecodable {
+        let _ = writeln!(
+            out,
+            "undecodable entry at position {position}: {error} (quarantine it with --quarantine {position})"
+        );
+    }
     if let Some(count) = acknowledged {
         let _ = writeln!(out, "acknowledged {count} events");
+    }
+    if let Some((position, moved)) = quarantined {
+        let _ = if moved {
+            writeln!(out, "moved the entry at position {position} to the quarantine")
+        } else {
+            writeln!(out, "no pending entry at position {position}")
+        };
     }
     print_out(&out)
 }
@@ -362,11 +394,16 @@ pub fn outbox(args: &OutboxArgs) -> CliResult {
 /// `idemflow purge-keys`.
 pub fn purge_keys(args: &PurgeKeysArgs) -> CliResult {
     let engine = open_existing(&args.db.db)?;
-    let purged = engine.purge_expired_keys()?;
+    let report = engine.purge_keys()?;
+    let skipped: Vec<String> = report.skipped.iter().map(ToString::to_string).collect();
     if args.json.json {
-        return print_json(&json!({ "purged": purged }));
+        return print_json(&json!({ "purged": report.purged, "skipped": skipped }));
     }
-    print_out(&format!("purged {purged} expired idempotency keys\n"))
+    let mut out = format!("purged {} expired idempotency keys\n", report.purged);
+    for error in &skipped {
+        let _ = writeln!(out, "skipped an unreadable key record: {error}");
+    }
+    print_out(&out)
 }
 
 /// An outcome as JSON, with the machine's name.
