@@ -89,6 +89,7 @@ extern crate self as idemflow;
 
 mod clock;
 mod decide;
+mod definitions;
 mod durability;
 mod engine;
 pub mod error;
@@ -104,9 +105,10 @@ mod write;
 
 pub use clock::{Clock, SystemClock};
 pub use decide::NamedGuardInput;
+pub use definitions::DefinitionVersion;
 pub use durability::Durability;
 pub use engine::{Engine, EngineBuilder, Machine, NamedMachine, PurgeReport};
-pub use error::{Error, InputField, MissingState, Result};
+pub use error::{Error, InputField, Missing, NameKind, Result};
 pub use graph::{render_svg, DotOptions};
 pub use guard::GuardInput;
 pub use machine::{

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use idemflow::{
-    Durability, Engine, Error, InputField, Limits, MachineDef, NamedRequest, Request, StateMachine,
+    Durability, Engine, Error, InputField, Limits, MachineDef, NameKind, NamedRequest, Request,
+    StateMachine,
 };
 mod common;
 
@@ -617,7 +618,7 @@ fn definitions_are_stored_and_listed() {
 }
 
 #[test]
-fn changed_definition_is_accepted_unless_it_drops_a_state_with_entities() {
+fn changed_definition_is_accepted_unless_it_drops_a_name_stored_data_uses() {
     let engine = engine();
     let v1 = MachineDef::new("ticket", "open")
         .state("open")
@@ -640,15 +641,20 @@ fn changed_definition_is_accepted_unless_it_drops_a_state_with_entities() {
     match &error {
         Error::DefinitionMismatch { machine, missing } => {
             assert_eq!(machine, "ticket");
-            assert_eq!(missing.len(), 1);
+            assert_eq!(missing.len(), 2, "{missing:?}");
             assert_eq!(
-                (missing[0].state.as_str(), missing[0].entities),
-                ("waiting", 2)
+                (missing[0].kind, missing[0].name.as_str(), missing[0].entities),
+                (NameKind::State, "waiting", 2)
+            );
+            assert_eq!(missing[0].in_history, 2);
+            assert_eq!(
+                (missing[1].kind, missing[1].name.as_str(), missing[1].in_history),
+                (NameKind::Event, "wait", 2)
             );
         }
         other => panic!("expected DefinitionMismatch, got {other:?}"),
     }
-    assert!(error.to_string().contains("\"waiting\" (2 entities)"));
+    assert!(error.to_string().contains("state \"waiting\" (2 entities in it"));
 
     // Adding a state is compatible.
     let v2 = MachineDef::new("ticket", "open")
@@ -662,14 +668,31 @@ fn changed_definition_is_accepted_unless_it_drops_a_state_with_entities() {
         .transition("escalated", "close", "closed")
         .transition("open", "close", "closed");
     let tickets = engine.register(v2.clone()).unwrap();
-    assert_eq!(engine.machine_by_name("ticket").unwrap().definition(), &v2);
+    assert_eq!(engine.machine_by_name("ticket").unwrap().definition(), v2);
     tickets
         .apply("t-1", NamedRequest::fire("escalate"))
         .unwrap();
     tickets.apply("t-2", NamedRequest::fire("close")).unwrap();
     tickets.apply("t-1", NamedRequest::fire("close")).unwrap();
-    // Once no entity waits, dropping the state is accepted.
-    engine.register(without_waiting).unwrap();
+    // No entity waits any more, but histories still name the state and its
+    // event: removing them would make those histories unreadable.
+    match engine.register(without_waiting.clone()).unwrap_err() {
+        Error::DefinitionMismatch { missing, .. } => {
+            let waiting = missing.iter().find(|m| m.name == "waiting").unwrap();
+            assert_eq!((waiting.entities, waiting.in_history), (0, 2));
+        }
+        other => panic!("expected DefinitionMismatch, got {other:?}"),
+    }
+    // Declaring where the old names read is accepted.
+    let merged = without_waiting
+        .alias("open", "waiting")
+        .alias("closed", "escalated")
+        .event_alias("close", "wait")
+        .event_alias("close", "escalate");
+    let tickets = engine.register(merged).unwrap();
+    assert_eq!(tickets.definition_version(), 3, "v1, v2, then the merge");
+    let history = tickets.history("t-1").unwrap();
+    assert!(history.iter().any(|entry| entry.to == "waiting"), "history keeps what was written");
 }
 
 #[test]

@@ -23,6 +23,7 @@ pub use self::named::NamedMachine;
 pub(crate) use self::registry::MachineRuntime;
 pub use self::typed::Machine;
 use crate::clock::Clock;
+use crate::definitions::DefinitionVersion;
 use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::machine::{MachineDef, StateMachine};
@@ -187,9 +188,15 @@ impl Engine {
 
     /// The typed handle of machine `M`, storing its definition on first use.
     ///
-    /// A stored definition that `M` contradicts (a state removed although
-    /// entities are still in it) is [`Error::DefinitionMismatch`]; compatible
-    /// changes are accepted and stored (the previous definition is kept in a log).
+    /// Every handle of a machine (typed or by name) uses its one current
+    /// definition. A definition that differs from the stored one is accepted
+    /// when every state and event name stored data still uses is a current
+    /// name or an alias (`#[alias]`, `#[event_alias]`): it is stored as a new
+    /// version (the previous ones are kept in the log, see
+    /// [`definition_log`](Engine::definition_log)), in one step with the
+    /// commits, and records under renamed states are migrated in the
+    /// background. Otherwise [`Error::DefinitionMismatch`] names what is
+    /// still used, and nothing changes.
     pub fn machine<M: StateMachine>(&self) -> Result<Machine<M>> {
         let runtime = self.inner.runtime_for(M::definition())?;
         Ok(Machine::new(self.clone(), runtime))
@@ -211,6 +218,17 @@ impl Engine {
     /// Every stored machine definition, by name.
     pub fn machines(&self) -> Result<Vec<MachineDef>> {
         self.inner.store.definitions()
+    }
+
+    /// The stored version of a machine's definition (`None` if never stored).
+    pub fn definition_version(&self, machine: &str) -> Result<Option<u64>> {
+        self.inner.store.definition_version(machine)
+    }
+
+    /// The change log of a machine's definition: every stored version,
+    /// oldest first, the current one last, each with what changed and when.
+    pub fn definition_log(&self, machine: &str) -> Result<Vec<DefinitionVersion>> {
+        self.inner.store.definition_log(machine)
     }
 
     /// The outbox: one event per applied change, delivered at least once.

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use super::{EngineInner, MachineRuntime};
 use crate::decide::{
     check_request, decide, decide_create, CreateSpec, Decision, DecisionInput, KeyRecord,
-    NamedGuardInput,
+    MachineRules, NamedGuardInput,
 };
 use crate::error::{Error, Result};
 use crate::guard::Guards;
@@ -45,7 +45,8 @@ struct GuardVerdict {
 enum Kind {
     Apply {
         request: Arc<RequestSpec>,
-        fingerprint: Fingerprint,
+        /// The fingerprints computed under this definition version.
+        fingerprints: (u64, Arc<[Fingerprint]>),
     },
     Create(Arc<CreateSpec>),
 }
@@ -55,14 +56,17 @@ impl EngineInner {
         &self,
         runtime: &Arc<MachineRuntime>,
         id: &str,
-        request: RequestSpec,
+        mut request: RequestSpec,
     ) -> Result<OutcomeRecord> {
-        check_request(&runtime.rules, &self.limits, id, &request)?;
-        let fingerprint = Fingerprint::of(id, &request);
+        let live = runtime.rules();
+        check_request(&live.rules, &self.limits, id, &request)?;
+        live.rules.canonical_request(&mut request);
         let stored_key = request.stored_key();
         let bytes = request_bytes(id, &request);
         let request = Arc::new(request);
         loop {
+            let live = runtime.rules();
+            let fingerprints: Arc<[Fingerprint]> = live.rules.fingerprints(id, &request).into();
             let now = self.clock.now_ms();
             let guards = runtime.guards();
             let key_record = match &stored_key {
@@ -77,13 +81,13 @@ impl EngineInner {
             if !fresh_key || !guards.is_empty() {
                 let record = runtime.store.get(id)?;
                 let (decision, seen) = self.decide_on_caller(
-                    runtime,
+                    &live.rules,
                     &guards,
                     id,
                     record.as_ref(),
                     live_key.as_ref(),
                     &request,
-                    fingerprint,
+                    &fingerprints,
                     now,
                 );
                 verdict = seen;
@@ -95,7 +99,7 @@ impl EngineInner {
                         key_record: None,
                     }) if !fresh_key => {
                         self.settle_read()?;
-                        return Ok(outcome);
+                        return Ok(live.rules.canonical_outcome(outcome));
                     }
                     Err(error) if !fresh_key => {
                         self.settle_read()?;
@@ -106,7 +110,7 @@ impl EngineInner {
             }
             let kind = Kind::Apply {
                 request: request.clone(),
-                fingerprint,
+                fingerprints: (live.version, fingerprints),
             };
             let job = RequestJob {
                 machine: runtime.name().to_owned(),
@@ -116,7 +120,9 @@ impl EngineInner {
                 decide: self.writer_decide(runtime, id, kind, now, verdict),
             };
             match self.submit(runtime, id, job)? {
-                RequestAnswer::Done(result) => return result,
+                RequestAnswer::Done(result) => {
+                    return result.map(|outcome| runtime.rules().rules.canonical_outcome(outcome))
+                }
                 RequestAnswer::NeedsCaller => continue,
             }
         }
@@ -133,9 +139,10 @@ impl EngineInner {
         self.limits.check_payload(create.payload.as_ref())?;
         let now = self.clock.now_ms();
         if let Some(record) = runtime.store.get(id)? {
-            let outcome = decide_create(&runtime.rules, id, Some(&record), &create, now);
+            let live = runtime.rules();
+            let outcome = decide_create(&live.rules, id, Some(&record), &create, now);
             self.settle_read()?;
-            return Ok(outcome.into_outcome());
+            return Ok(live.rules.canonical_outcome(outcome.into_outcome()));
         }
         let bytes = id.len() + payload_bytes(create.payload.as_ref()) + 64;
         let job = RequestJob {
@@ -146,7 +153,9 @@ impl EngineInner {
             decide: self.writer_decide(runtime, id, Kind::Create(Arc::new(create)), now, None),
         };
         match self.submit(runtime, id, job)? {
-            RequestAnswer::Done(result) => result,
+            RequestAnswer::Done(result) => {
+                result.map(|outcome| runtime.rules().rules.canonical_outcome(outcome))
+            }
             // A creation runs no guard: the writer never sends it back.
             RequestAnswer::NeedsCaller => Err(Error::storage(
                 "creating an entity",
@@ -155,7 +164,12 @@ impl EngineInner {
         }
     }
 
-    fn submit(&self, runtime: &MachineRuntime, id: &str, job: RequestJob) -> Result<RequestAnswer> {
+    fn submit(
+        &self,
+        runtime: &MachineRuntime,
+        id: &str,
+        job: RequestJob,
+    ) -> Result<RequestAnswer> {
         match self.writer.submit(Job::Request(job)) {
             Ok(answer) => Ok(answer.into_request()),
             Err(_) => Err(abandoned_request(runtime.name(), id)),
@@ -167,13 +181,13 @@ impl EngineInner {
     #[allow(clippy::too_many_arguments)]
     fn decide_on_caller(
         &self,
-        runtime: &MachineRuntime,
+        rules: &MachineRules,
         guards: &Guards,
         id: &str,
         record: Option<&EntityRecord>,
         key_record: Option<&KeyRecord>,
         request: &RequestSpec,
-        fingerprint: Fingerprint,
+        fingerprints: &[Fingerprint],
         now: u64,
     ) -> (Result<Decision>, Option<GuardVerdict>) {
         let verdict = RefCell::new(None);
@@ -197,12 +211,12 @@ impl EngineInner {
             result
         };
         let decision = decide(&DecisionInput {
-            rules: &runtime.rules,
+            rules,
             id,
             record,
             key_record,
             request,
-            fingerprint,
+            fingerprints,
             now,
             key_retention_ms: self.key_retention_ms,
             guard: &guard,
@@ -219,8 +233,9 @@ impl EngineInner {
     }
 
     /// The decision the writer makes inside its transaction: the same pure
-    /// core, with the guards' verdict from the caller standing in for the
-    /// guards (the writer never runs user code).
+    /// core under the *live* rules of the machine (a definition installed
+    /// since the caller decided applies), with the guards' verdict from the
+    /// caller standing in for the guards (the writer never runs user code).
     fn writer_decide(
         &self,
         runtime: &Arc<MachineRuntime>,
@@ -232,47 +247,62 @@ impl EngineInner {
         let runtime = runtime.clone();
         let id = id.to_owned();
         let key_retention_ms = self.key_retention_ms;
-        Box::new(move |record, key_record| match &kind {
-            Kind::Create(create) => {
-                WriterVerdict::Decided(Ok(decide_create(&runtime.rules, &id, record, create, now)))
-            }
-            Kind::Apply {
-                request,
-                fingerprint,
-            } => {
-                let guards = runtime.guards();
-                let needs_caller = std::cell::Cell::new(false);
-                let guard = |input: &NamedGuardInput<'_>| {
-                    if !guards.watches(input) {
-                        return Ok(());
-                    }
-                    match &verdict {
-                        Some(seen)
-                            if seen.version == input.entity.version && seen.to == input.to =>
-                        {
-                            seen.result.clone()
-                        }
-                        _ => {
-                            needs_caller.set(true);
-                            Err(String::new())
-                        }
-                    }
-                };
-                let decision = decide(&DecisionInput {
-                    rules: &runtime.rules,
-                    id: &id,
+        Box::new(move |record, key_record| {
+            let live = runtime.rules();
+            match &kind {
+                Kind::Create(create) => WriterVerdict::Decided(Ok(decide_create(
+                    &live.rules,
+                    &id,
                     record,
-                    key_record,
-                    request,
-                    fingerprint: *fingerprint,
+                    create,
                     now,
-                    key_retention_ms,
-                    guard: &guard,
-                });
-                if needs_caller.get() {
-                    WriterVerdict::NeedsCaller
-                } else {
-                    WriterVerdict::Decided(decision)
+                ))),
+                Kind::Apply {
+                    request,
+                    fingerprints: (version, fingerprints),
+                } => {
+                    // Under a newer definition, the request's former names differ.
+                    let renamed;
+                    let fingerprints: &[Fingerprint] = if *version == live.version {
+                        fingerprints
+                    } else {
+                        renamed = live.rules.fingerprints(&id, request);
+                        &renamed
+                    };
+                    let guards = runtime.guards();
+                    let needs_caller = std::cell::Cell::new(false);
+                    let guard = |input: &NamedGuardInput<'_>| {
+                        if !guards.watches(input) {
+                            return Ok(());
+                        }
+                        match &verdict {
+                            Some(seen)
+                                if seen.version == input.entity.version && seen.to == input.to =>
+                            {
+                                seen.result.clone()
+                            }
+                            _ => {
+                                needs_caller.set(true);
+                                Err(String::new())
+                            }
+                        }
+                    };
+                    let decision = decide(&DecisionInput {
+                        rules: &live.rules,
+                        id: &id,
+                        record,
+                        key_record,
+                        request,
+                        fingerprints,
+                        now,
+                        key_retention_ms,
+                        guard: &guard,
+                    });
+                    if needs_caller.get() {
+                        WriterVerdict::NeedsCaller
+                    } else {
+                        WriterVerdict::Decided(decision)
+                    }
                 }
             }
         })

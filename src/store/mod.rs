@@ -17,7 +17,8 @@ pub(crate) mod sled;
 use std::sync::Arc;
 
 use crate::decide::{Decision, KeyRecord};
-use crate::error::{Error, Result};
+use crate::definitions::DefinitionVersion;
+use crate::error::{Error, Missing, Result};
 use crate::machine::MachineDef;
 use crate::outcome::{EntityRecord, HistoryRecord, OutboxEvent};
 
@@ -83,6 +84,14 @@ pub(crate) trait Store: Send + Sync {
     /// The stored definition of one machine.
     fn definition(&self, machine: &str) -> Result<Option<MachineDef>>;
 
+    /// The version of the stored definition of one machine (a definition
+    /// stored before versions existed counts from its log).
+    fn definition_version(&self, machine: &str) -> Result<Option<u64>>;
+
+    /// Every stored version of one machine's definition, oldest first, the
+    /// current one last.
+    fn definition_log(&self, machine: &str) -> Result<Vec<DefinitionVersion>>;
+
     /// The store of one machine's entities.
     fn machine(&self, machine: &str) -> Result<Arc<dyn MachineStore>>;
 
@@ -113,9 +122,21 @@ pub(crate) trait StoreWriter: Send {
     /// not fail the others; only a storage failure fails them all.
     fn execute(&mut self, requests: &[StoreRequest<'_>]) -> Result<Vec<Result<Decision>>>;
 
-    /// Stores (or replaces) a machine definition, keeping the previous one in
-    /// a log, and prepares the machine's storage.
-    fn save_definition(&mut self, def: &MachineDef) -> Result<()>;
+    /// Stores (or replaces) a machine's definition as `version` (its
+    /// definition, number, time and changes), keeping the previous one in the
+    /// log, and prepares the machine's storage.
+    fn save_definition(&mut self, version: &DefinitionVersion) -> Result<()>;
+
+    /// Moves up to `budget` entities of `machine` from the state named `from`
+    /// (a former name) to the state named `to`, records and state index
+    /// together; returns how many moved (0 when none is left).
+    fn migrate_state(&mut self, machine: &str, from: &str, to: &str, budget: usize)
+        -> Result<u64>;
+
+    /// One bounded round of [`migrate_state`](StoreWriter::migrate_state)
+    /// for every rename the stored definitions declare (their aliases);
+    /// returns how many entities moved (0 when nothing is left to migrate).
+    fn migrate_renamed_states(&mut self, budget: usize) -> Result<u64>;
 
     /// Prepares the storage of a machine whose definition is stored (older
     /// databases may lack structures newer releases add).
@@ -155,4 +176,10 @@ pub(crate) trait MachineStore: Send + Sync {
 
     /// How many idempotency key records are stored.
     fn key_count(&self) -> Result<u64>;
+
+    /// How much stored data uses each of these state and event names: the
+    /// entities in each state (by the index), the entities whose history
+    /// names it, and the key records whose stored outcome names it. Scans
+    /// history and keys: for definition changes only.
+    fn references(&self, states: &[String], events: &[String]) -> Result<Vec<Missing>>;
 }

@@ -52,6 +52,9 @@ pub(crate) struct WriterLoop {
 
 type Batch = Vec<(RequestJob, Ticket<Answer>)>;
 
+/// How many entities one background migration round moves.
+const MIGRATION_ROUND: usize = 512;
+
 impl WriterLoop {
     pub(super) fn new(
         store: Box<dyn StoreWriter>,
@@ -293,6 +296,9 @@ impl WriterLoop {
             let covered = self.marks.tracker.covered_by_sync_now();
             self.marks.tracker.synced(covered);
         }
+        if self.migrate_round() {
+            return true;
+        }
         if let (Some(at), Some(every)) = (self.next_purge, self.config.purge_every) {
             if Instant::now() >= at {
                 let more = self.purge_round();
@@ -305,6 +311,33 @@ impl WriterLoop {
             }
         }
         false
+    }
+
+    /// One bounded round of migrating renamed states; returns whether it
+    /// moved anything (then more may be left).
+    fn migrate_round(&mut self) -> bool {
+        self.marks.tracker.begin_commit();
+        let store = &mut self.store;
+        let moved = catch_unwind(AssertUnwindSafe(|| store.migrate_renamed_states(MIGRATION_ROUND)));
+        let moved = match moved {
+            Ok(Ok(moved)) => moved,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "migrating renamed states failed");
+                0
+            }
+            Err(panic) => {
+                tracing::warn!(panic = panic_message(&*panic), "migrating renamed states panicked");
+                0
+            }
+        };
+        if moved > 0 {
+            self.dirty = true;
+            tracing::info!(moved, "migrated entities from former state names");
+            if self.config.durability == Durability::Immediate {
+                let _ = self.sync();
+            }
+        }
+        moved > 0
     }
 
     /// One bounded round of key purging; returns whether more is left.

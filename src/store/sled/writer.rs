@@ -1,4 +1,4 @@
-//! The write side of the sled backend, owned by the engine's writer thread.
+//! The write side of the sled backend, used by one leader at a time.
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -10,10 +10,13 @@ use sled::Transactional;
 
 use super::files::DurableFiles;
 use super::machine::{MachineViews, SledMachine, TREES_PER_MACHINE};
-use super::{storage, Shared, DEFINITION_LOG_PREFIX, DEFINITION_PREFIX, KEY_INDEX_DONE_PREFIX};
+use super::{
+    storage, Shared, VersionMeta, DEFINITION_LOG_PREFIX, DEFINITION_META_PREFIX,
+    DEFINITION_PREFIX, KEY_INDEX_DONE_PREFIX,
+};
 use crate::decide::Decision;
 use crate::error::{Error, Result};
-use crate::machine::MachineDef;
+use crate::definitions::{state_renames, DefinitionVersion};
 use crate::store::codec::{self, decode_at};
 use crate::store::{PurgeRound, StoreRequest, StoreWriter};
 
@@ -235,21 +238,45 @@ impl StoreWriter for SledWriter {
         Ok(decisions)
     }
 
-    fn save_definition(&mut self, def: &MachineDef) -> Result<()> {
+    fn save_definition(&mut self, version: &DefinitionVersion) -> Result<()> {
+        let def = &version.definition;
         self.shared.open_machine(&def.name)?;
         let key = format!("{DEFINITION_PREFIX}{}", def.name);
-        let mut value = vec![codec::FORMAT_VERSION];
-        // Serializing plain strings and vectors cannot fail.
-        value.extend(serde_json::to_vec(def).unwrap_or_default());
+        let meta_key = format!("{DEFINITION_META_PREFIX}{}", def.name);
+        let encode = |json: Vec<u8>| {
+            let mut value = vec![codec::FORMAT_VERSION];
+            value.extend(json);
+            value
+        };
+        // Serializing plain strings, numbers and vectors cannot fail.
+        let value = encode(serde_json::to_vec(def).unwrap_or_default());
+        let meta_value = encode(
+            serde_json::to_vec(&VersionMeta {
+                version: version.version,
+                at: version.at,
+                changes: version.changes.clone(),
+            })
+            .unwrap_or_default(),
+        );
+        // The version being replaced goes to the log, whole.
+        let previous = self
+            .shared
+            .current_version(&def.name)?
+            .map(|(previous, _)| previous);
         let log_prefix = format!("{DEFINITION_LOG_PREFIX}{}/", def.name);
         let log_length = self.shared.meta.scan_prefix(log_prefix.as_bytes()).count();
+        let log_entry = previous.map(|previous| encode(serde_json::to_vec(&previous).unwrap_or_default()));
         self.shared
             .meta
             .transaction(|meta| {
-                if let Some(previous) = meta.get(key.as_bytes())? {
-                    meta.insert(format!("{log_prefix}{log_length:020}").as_bytes(), previous)?;
+                if let Some(entry) = &log_entry {
+                    meta.insert(
+                        format!("{log_prefix}{log_length:020}").as_bytes(),
+                        entry.as_slice(),
+                    )?;
                 }
                 meta.insert(key.as_bytes(), value.as_slice())?;
+                meta.insert(meta_key.as_bytes(), meta_value.as_slice())?;
                 Ok::<_, ConflictableTransactionError<Error>>(())
             })
             .map_err(transaction_error("storing a machine definition"))?;
@@ -263,6 +290,27 @@ impl StoreWriter for SledWriter {
                 .map_err(storage("recording the key index state"))?;
         }
         Ok(())
+    }
+
+    fn migrate_state(&mut self, machine: &str, from: &str, to: &str, budget: usize) -> Result<u64> {
+        let machine = self.shared.open_machine(machine)?;
+        machine.migrate_state(from, to, budget)
+    }
+
+    fn migrate_renamed_states(&mut self, budget: usize) -> Result<u64> {
+        let mut moved = 0;
+        for item in self.shared.meta.scan_prefix(DEFINITION_PREFIX) {
+            let (key, value) = item.map_err(storage("reading machine definitions"))?;
+            let def = super::decode_definition(&key, &value)?;
+            for (from, to) in state_renames(&def) {
+                let left = budget.saturating_sub(usize::try_from(moved).unwrap_or(usize::MAX));
+                if left == 0 {
+                    return Ok(moved);
+                }
+                moved += self.migrate_state(&def.name, &from, &to, left)?;
+            }
+        }
+        Ok(moved)
     }
 
     fn prepare_machine(&mut self, machine: &str) -> Result<()> {
