@@ -92,7 +92,8 @@ impl MachineRules {
 
     /// The current name of a state called `name` now or formerly.
     pub(crate) fn canonical_state<'a>(&'a self, name: &'a str) -> &'a str {
-        self.state(name).map_or(name, |index| self.state_name(index))
+        self.state(name)
+            .map_or(name, |index| self.state_name(index))
     }
 
     /// The current name of an event called `name` now or formerly.
@@ -288,7 +289,11 @@ pub(crate) fn check_request(
             InputField::State,
             format!("{state:?} is not a state of machine {}", rules.name()),
         )),
-        Target::Fire(event) if !rules.event_targets.contains_key(rules.canonical_event(event)) => {
+        Target::Fire(event)
+            if !rules
+                .event_targets
+                .contains_key(rules.canonical_event(event)) =>
+        {
             Err(Error::invalid_input(
                 InputField::Event,
                 format!("{event:?} is not an event of machine {}", rules.name()),

@@ -258,10 +258,21 @@ mod tests {
     #[test]
     fn changes_are_described_in_plain_words() {
         let changes = describe_changes(Some(&v1()), &v2());
-        assert!(changes.contains(&"merged states in_progress, waiting into working".to_owned()), "{changes:?}");
-        assert!(changes.contains(&"renamed event finish to close".to_owned()), "{changes:?}");
-        assert!(changes.iter().any(|c| c.starts_with("removed transition in_progress --wait--> waiting")));
-        assert_eq!(describe_changes(None, &v1()), ["first definition: 4 states, 4 transitions"]);
+        assert!(
+            changes.contains(&"merged states in_progress, waiting into working".to_owned()),
+            "{changes:?}"
+        );
+        assert!(
+            changes.contains(&"renamed event finish to close".to_owned()),
+            "{changes:?}"
+        );
+        assert!(changes
+            .iter()
+            .any(|c| c.starts_with("removed transition in_progress --wait--> waiting")));
+        assert_eq!(
+            describe_changes(None, &v1()),
+            ["first definition: 4 states, 4 transitions"]
+        );
         let dropped = MachineDef::new("ticket", "open")
             .state("open")
             .terminal_state("closed")

@@ -52,7 +52,7 @@ impl fmt::Display for InputField {
 }
 
 /// Whether a [`Missing`] name is a state's or an event's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum NameKind {
     /// A state name.
     State,
@@ -87,7 +87,10 @@ impl fmt::Display for Missing {
         if self.kind == NameKind::State {
             parts.push(format!("{} entities in it", self.entities));
         }
-        parts.push(format!("named in the history of {} entities", self.in_history));
+        parts.push(format!(
+            "named in the history of {} entities",
+            self.in_history
+        ));
         parts.push(format!("by {} key records", self.key_records));
         write!(f, "{})", parts.join(", "))
     }

@@ -643,18 +643,28 @@ fn changed_definition_is_accepted_unless_it_drops_a_name_stored_data_uses() {
             assert_eq!(machine, "ticket");
             assert_eq!(missing.len(), 2, "{missing:?}");
             assert_eq!(
-                (missing[0].kind, missing[0].name.as_str(), missing[0].entities),
+                (
+                    missing[0].kind,
+                    missing[0].name.as_str(),
+                    missing[0].entities
+                ),
                 (NameKind::State, "waiting", 2)
             );
             assert_eq!(missing[0].in_history, 2);
             assert_eq!(
-                (missing[1].kind, missing[1].name.as_str(), missing[1].in_history),
+                (
+                    missing[1].kind,
+                    missing[1].name.as_str(),
+                    missing[1].in_history
+                ),
                 (NameKind::Event, "wait", 2)
             );
         }
         other => panic!("expected DefinitionMismatch, got {other:?}"),
     }
-    assert!(error.to_string().contains("state \"waiting\" (2 entities in it"));
+    assert!(error
+        .to_string()
+        .contains("state \"waiting\" (2 entities in it"));
 
     // Adding a state is compatible.
     let v2 = MachineDef::new("ticket", "open")
@@ -692,7 +702,10 @@ fn changed_definition_is_accepted_unless_it_drops_a_name_stored_data_uses() {
     let tickets = engine.register(merged).unwrap();
     assert_eq!(tickets.definition_version(), 3, "v1, v2, then the merge");
     let history = tickets.history("t-1").unwrap();
-    assert!(history.iter().any(|entry| entry.to == "waiting"), "history keeps what was written");
+    assert!(
+        history.iter().any(|entry| entry.to == "waiting"),
+        "history keeps what was written"
+    );
 }
 
 #[test]

@@ -199,7 +199,14 @@ impl NamedMachine {
     }
 
     fn check_state(&self, state: &str) -> Result<()> {
-        if self.runtime.rules().rules.def().resolve_state(state).is_some() {
+        if self
+            .runtime
+            .rules()
+            .rules
+            .def()
+            .resolve_state(state)
+            .is_some()
+        {
             Ok(())
         } else {
             Err(Error::invalid_input(

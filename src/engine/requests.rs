@@ -164,12 +164,7 @@ impl EngineInner {
         }
     }
 
-    fn submit(
-        &self,
-        runtime: &MachineRuntime,
-        id: &str,
-        job: RequestJob,
-    ) -> Result<RequestAnswer> {
+    fn submit(&self, runtime: &MachineRuntime, id: &str, job: RequestJob) -> Result<RequestAnswer> {
         match self.writer.submit(Job::Request(job)) {
             Ok(answer) => Ok(answer.into_request()),
             Err(_) => Err(abandoned_request(runtime.name(), id)),
@@ -250,13 +245,9 @@ impl EngineInner {
         Box::new(move |record, key_record| {
             let live = runtime.rules();
             match &kind {
-                Kind::Create(create) => WriterVerdict::Decided(Ok(decide_create(
-                    &live.rules,
-                    &id,
-                    record,
-                    create,
-                    now,
-                ))),
+                Kind::Create(create) => {
+                    WriterVerdict::Decided(Ok(decide_create(&live.rules, &id, record, create, now)))
+                }
                 Kind::Apply {
                     request,
                     fingerprints: (version, fingerprints),

@@ -130,8 +130,7 @@ pub(crate) trait StoreWriter: Send {
     /// Moves up to `budget` entities of `machine` from the state named `from`
     /// (a former name) to the state named `to`, records and state index
     /// together; returns how many moved (0 when none is left).
-    fn migrate_state(&mut self, machine: &str, from: &str, to: &str, budget: usize)
-        -> Result<u64>;
+    fn migrate_state(&mut self, machine: &str, from: &str, to: &str, budget: usize) -> Result<u64>;
 
     /// One bounded round of [`migrate_state`](StoreWriter::migrate_state)
     /// for every rename the stored definitions declare (their aliases);

@@ -318,7 +318,9 @@ impl WriterLoop {
     fn migrate_round(&mut self) -> bool {
         self.marks.tracker.begin_commit();
         let store = &mut self.store;
-        let moved = catch_unwind(AssertUnwindSafe(|| store.migrate_renamed_states(MIGRATION_ROUND)));
+        let moved = catch_unwind(AssertUnwindSafe(|| {
+            store.migrate_renamed_states(MIGRATION_ROUND)
+        }));
         let moved = match moved {
             Ok(Ok(moved)) => moved,
             Ok(Err(error)) => {
@@ -326,7 +328,10 @@ impl WriterLoop {
                 0
             }
             Err(panic) => {
-                tracing::warn!(panic = panic_message(&*panic), "migrating renamed states panicked");
+                tracing::warn!(
+                    panic = panic_message(&*panic),
+                    "migrating renamed states panicked"
+                );
                 0
             }
         };

@@ -383,7 +383,10 @@ pub fn outbox(args: &OutboxArgs) -> CliResult {
     }
     if let Some((position, moved)) = quarantined {
         let _ = if moved {
-            writeln!(out, "moved the entry at position {position} to the quarantine")
+            writeln!(
+                out,
+                "moved the entry at position {position} to the quarantine"
+            )
         } else {
             writeln!(out, "no pending entry at position {position}")
         };

@@ -381,8 +381,7 @@ impl Shared {
             if versions[n].version == 0 {
                 versions[n].version = n as u64 + 1;
                 let previous = n.checked_sub(1).map(|p| versions[p].definition.clone());
-                versions[n].changes =
-                    describe_changes(previous.as_ref(), &versions[n].definition);
+                versions[n].changes = describe_changes(previous.as_ref(), &versions[n].definition);
             }
         }
         Ok(versions)

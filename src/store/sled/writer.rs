@@ -11,12 +11,12 @@ use sled::Transactional;
 use super::files::DurableFiles;
 use super::machine::{MachineViews, SledMachine, TREES_PER_MACHINE};
 use super::{
-    storage, Shared, VersionMeta, DEFINITION_LOG_PREFIX, DEFINITION_META_PREFIX,
-    DEFINITION_PREFIX, KEY_INDEX_DONE_PREFIX,
+    storage, Shared, VersionMeta, DEFINITION_LOG_PREFIX, DEFINITION_META_PREFIX, DEFINITION_PREFIX,
+    KEY_INDEX_DONE_PREFIX,
 };
 use crate::decide::Decision;
-use crate::error::{Error, Result};
 use crate::definitions::{state_renames, DefinitionVersion};
+use crate::error::{Error, Result};
 use crate::store::codec::{self, decode_at};
 use crate::store::{PurgeRound, StoreRequest, StoreWriter};
 
@@ -265,7 +265,8 @@ impl StoreWriter for SledWriter {
             .map(|(previous, _)| previous);
         let log_prefix = format!("{DEFINITION_LOG_PREFIX}{}/", def.name);
         let log_length = self.shared.meta.scan_prefix(log_prefix.as_bytes()).count();
-        let log_entry = previous.map(|previous| encode(serde_json::to_vec(&previous).unwrap_or_default()));
+        let log_entry =
+            previous.map(|previous| encode(serde_json::to_vec(&previous).unwrap_or_default()));
         self.shared
             .meta
             .transaction(|meta| {
