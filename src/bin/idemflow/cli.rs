@@ -57,6 +57,16 @@ Examples:
   idemflow outbox --db ./orders-db --limit 100 --ack  print, then acknowledge them
   idemflow outbox --db ./orders-db --json";
 
+const DEFINITIONS_EXAMPLES: &str = "\
+Examples:
+  idemflow definitions --db ./orders-db order
+  idemflow definitions --db ./orders-db order --json | jq '.[-1].changes'";
+
+const MIGRATE_EXAMPLES: &str = "\
+Examples:
+  idemflow migrate --db ./orders-db          # every machine
+  idemflow migrate --db ./orders-db ticket";
+
 const PURGE_EXAMPLES: &str = "\
 Examples:
   idemflow purge-keys --db ./orders-db";
@@ -110,6 +120,12 @@ pub enum Command {
     /// List pending outbox events, optionally acknowledging them.
     #[command(after_help = OUTBOX_EXAMPLES)]
     Outbox(OutboxArgs),
+    /// Show a machine's definition change log: every stored version, what changed, when.
+    #[command(after_help = DEFINITIONS_EXAMPLES)]
+    Definitions(DefinitionsArgs),
+    /// Finish migrating entities stored under former (aliased) state names, with progress.
+    #[command(after_help = MIGRATE_EXAMPLES)]
+    Migrate(MigrateArgs),
     /// Delete expired idempotency keys of every machine.
     #[command(after_help = PURGE_EXAMPLES)]
     PurgeKeys(PurgeKeysArgs),
@@ -177,6 +193,28 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     } else {
         Err(format!("{rate} is not between 0 and 1"))
     }
+}
+
+/// Arguments of `definitions`.
+#[derive(Debug, Args)]
+pub struct DefinitionsArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The machine's name.
+    pub machine: String,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// Arguments of `migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The machine's name (default: every stored machine).
+    pub machine: Option<String>,
+    #[command(flatten)]
+    pub json: JsonArg,
 }
 
 /// Arguments of `machines`.

@@ -79,12 +79,14 @@ pub fn machines(args: &MachinesArgs) -> CliResult {
     for def in engine.machines()? {
         let machine = engine.machine_by_name(&def.name)?;
         let counts = machine.count_by_state()?;
-        listed.push((def, counts));
+        let version = machine.definition_version();
+        let pending = machine.pending_migration()?;
+        listed.push((def, counts, version, pending));
     }
     if args.json.json {
         let machines: Vec<Value> = listed
             .iter()
-            .map(|(def, counts)| {
+            .map(|(def, counts, version, pending)| {
                 let states: Vec<Value> = def
                     .states
                     .iter()
@@ -100,6 +102,8 @@ pub fn machines(args: &MachinesArgs) -> CliResult {
                     .collect();
                 json!({
                     "name": def.name,
+                    "definition_version": version,
+                    "pending_migration": pending,
                     "initial": def.initial,
                     "entities": counts.iter().map(|(_, count)| count).sum::<u64>(),
                     "states": states,
@@ -116,20 +120,27 @@ pub fn machines(args: &MachinesArgs) -> CliResult {
         ));
     }
     let mut out = String::new();
-    for (index, (def, counts)) in listed.iter().enumerate() {
+    for (index, (def, counts, version, pending)) in listed.iter().enumerate() {
         if index > 0 {
             out.push('\n');
         }
         let total: u64 = counts.iter().map(|(_, count)| count).sum();
         let _ = writeln!(
             out,
-            "{}: {} entities, {} states, {} transitions, initial state {}",
+            "{}: definition version {version}, {} entities, {} states, {} transitions, initial state {}",
             def.name,
             group(total),
             def.states.len(),
             def.transitions.len(),
             def.initial
         );
+        if *pending > 0 {
+            let _ = writeln!(
+                out,
+                "  migrating: {} entities still stored under former state names (idemflow migrate)",
+                group(*pending)
+            );
+        }
         let mut table = Table::new(&[
             ("STATE", Align::Left),
             ("ENTITIES", Align::Right),

@@ -11,6 +11,7 @@
 mod cli;
 mod commands;
 mod demo;
+mod evolution;
 mod render;
 
 use std::fmt;
@@ -68,6 +69,8 @@ fn main() -> ExitCode {
         Command::Show(args) => commands::show(&args),
         Command::Graph(args) => commands::graph(&args),
         Command::Outbox(args) => commands::outbox(&args),
+        Command::Definitions(args) => evolution::definitions(&args),
+        Command::Migrate(args) => evolution::migrate(&args),
         Command::PurgeKeys(args) => commands::purge_keys(&args),
         Command::Create(args) => commands::create(&args),
         Command::Apply(args) => commands::apply(&args),
