@@ -15,6 +15,7 @@ use crate::error::{Error, InputField, Result};
 use crate::machine::MachineDef;
 use crate::outcome::{EntityRecord, HistoryRecord, OutcomeRecord};
 use crate::request::{Fingerprint, Limits, RequestSpec, Target};
+use crate::timers::{arm_timeout, timeout_key, TimerRecord};
 
 /// A machine definition indexed for fast decisions. State and event names
 /// resolve through aliases: a stored or requested old name reads as the
@@ -208,6 +209,11 @@ pub(crate) struct Applied {
     pub(crate) history: HistoryRecord,
     /// The key record to store, for a keyed request.
     pub(crate) key_record: Option<KeyRecord>,
+    /// The timeout the new state arms, if it declares one.
+    pub(crate) arm: Option<TimerRecord>,
+    /// The stored key of the timeout the left state armed, if it declares one:
+    /// leaving the state disarms it.
+    pub(crate) disarm: Option<Vec<u8>>,
 }
 
 /// What a request does.
@@ -462,7 +468,23 @@ pub(crate) fn decide(input: &DecisionInput<'_>) -> Result<Decision> {
         at,
     };
     let key_record = key_record(input, &outcome);
+    let arm = rules.def().timeout_of(to_name).map(|timeout| {
+        arm_timeout(
+            input.id,
+            to_name,
+            version,
+            at,
+            timeout.after_ms,
+            &timeout.event,
+        )
+    });
+    let disarm = rules
+        .def()
+        .timeout_of(current_name)
+        .map(|_| timeout_key(input.id, &record.state, record.version));
     Ok(Decision::Apply(Box::new(Applied {
+        arm,
+        disarm,
         previous_state: Some(record.state.clone()),
         record: EntityRecord {
             id: input.id.to_owned(),
@@ -526,7 +548,13 @@ pub(crate) fn decide_create(
         };
     }
     let initial = rules.def().initial.clone();
+    let arm = rules
+        .def()
+        .timeout_of(&initial)
+        .map(|timeout| arm_timeout(id, &initial, 1, now, timeout.after_ms, &timeout.event));
     Decision::Apply(Box::new(Applied {
+        arm,
+        disarm: None,
         outcome: OutcomeRecord {
             id: id.to_owned(),
             state: initial.clone(),

@@ -101,6 +101,7 @@ mod outcome;
 mod request;
 mod store;
 pub mod testing;
+mod timers;
 mod write;
 
 pub use clock::{Clock, SystemClock};
@@ -121,6 +122,7 @@ pub use outcome::{
 };
 pub use request::{Fingerprint, Limits, NamedRequest, Request, Target};
 pub use store::PendingEntry;
+pub use timers::{ScheduledTimer, TimerKind, TIMER_ACTOR};
 
 /// Derives [`StateMachine`](trait@StateMachine) for a state enum; see `docs/machines.md`.
 pub use idemflow_macros::StateMachine;

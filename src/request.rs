@@ -10,7 +10,8 @@ use crate::error::{Error, InputField, Result};
 use crate::machine::{MachineEvent, StateMachine};
 
 /// What a request asks for, by name: a target state or an event.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Target {
     /// Move to this state.
     To(Cow<'static, str>),
@@ -42,7 +43,7 @@ pub(crate) struct RequestSpec {
 }
 
 impl RequestSpec {
-    fn new(target: Target) -> Self {
+    pub(crate) fn new(target: Target) -> Self {
         RequestSpec {
             target,
             key: None,

@@ -244,7 +244,9 @@ fn definitions_and_migrate_show_the_change_log_and_finish_a_rename() {
             .replace("\"submitted\"", "\"placed\"")
             .replace("\"submit\"", "\"place\"");
         let renamed: idemflow::MachineDef = serde_json::from_str(&renamed).unwrap();
-        let renamed = renamed.alias("placed", "submitted").event_alias("place", "submit");
+        let renamed = renamed
+            .alias("placed", "submitted")
+            .event_alias("place", "submit");
         engine.register(renamed).expect("the rename is accepted");
     }
     let log = ok(fixture.run(&["definitions", "--db", &db, "order"]));
@@ -252,13 +254,25 @@ fn definitions_and_migrate_show_the_change_log_and_finish_a_rename() {
     assert!(log.contains("version 2"), "{log}");
     assert!(log.contains("renamed state submitted to placed"), "{log}");
     assert!(log.contains("renamed event submit to place"), "{log}");
-    let versions = json(&ok(fixture.run(&["definitions", "--db", &db, "order", "--json"])));
+    let versions = json(&ok(fixture.run(&[
+        "definitions",
+        "--db",
+        &db,
+        "order",
+        "--json",
+    ])));
     assert_eq!(versions.as_array().unwrap().len(), 2);
     let listed = ok(fixture.run(&["machines", "--db", &db]));
     assert!(listed.contains("definition version 2"), "{listed}");
     let migrated = ok(fixture.run(&["migrate", "--db", &db]));
-    assert!(migrated.contains("order (definition version 2)"), "{migrated}");
-    assert!(migrated.contains("nothing left under former state names"), "{migrated}");
+    assert!(
+        migrated.contains("order (definition version 2)"),
+        "{migrated}"
+    );
+    assert!(
+        migrated.contains("nothing left under former state names"),
+        "{migrated}"
+    );
     let listed = json(&ok(fixture.run(&["machines", "--db", &db, "--json"])));
     assert_eq!(listed[0]["pending_migration"], 0);
     let unknown = fixture.run(&["definitions", "--db", &db, "nope"]);

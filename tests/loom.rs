@@ -94,6 +94,25 @@ fn leadership_passes_on_until_every_job_is_answered() {
 }
 
 #[test]
+fn several_jobs_of_one_caller_and_a_concurrent_caller_are_all_answered() {
+    // Batches of one: the caller of three jobs must keep receiving the
+    // leadership for each of its jobs in turn, with another caller between.
+    bounded().check(|| {
+        let handoff = Arc::new(Handoff::<u32, u32>::new(1));
+        let running = Arc::new(AtomicBool::new(false));
+        let batches = Arc::new(AtomicUsize::new(0));
+        let other = {
+            let (handoff, running, batches) = (handoff.clone(), running.clone(), batches.clone());
+            thread::spawn(move || handoff.submit(9, &mut answering(&running, &batches)))
+        };
+        let mine = handoff.submit_all(vec![1, 2, 3], &mut answering(&running, &batches));
+        assert_eq!(mine, vec![Ok(10), Ok(20), Ok(30)]);
+        assert_eq!(other.join().unwrap(), Ok(90));
+        assert_eq!(batches.load(Ordering::SeqCst), 4);
+    });
+}
+
+#[test]
 fn a_batch_that_drops_its_tickets_answers_abandoned_and_passes_leadership() {
     bounded().check(|| {
         let handoff = Arc::new(Handoff::<u32, u32>::new(8));

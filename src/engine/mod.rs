@@ -11,6 +11,7 @@ mod builder;
 mod named;
 mod registry;
 mod requests;
+mod timers;
 mod typed;
 
 use std::collections::HashMap;
@@ -31,6 +32,8 @@ use crate::outbox::Outbox;
 use crate::request::Limits;
 use crate::store::sled::{SledOptions, SledStore};
 use crate::store::Store;
+use crate::timers::runner::Runner;
+use crate::timers::ScheduledTimer;
 use crate::write::jobs::{Job, Task};
 use crate::write::{abandoned_task, Settle, Writer, WriterConfig};
 
@@ -102,8 +105,9 @@ impl std::fmt::Debug for Engine {
 }
 
 pub(crate) struct EngineInner {
-    // Field order is drop order: the writer stops (and syncs) before the
-    // store it writes to is closed.
+    // Field order is drop order: the timer runner stops first, then the
+    // writer (which syncs) before the store it writes to is closed.
+    pub(crate) timers: std::sync::OnceLock<Runner>,
     pub(crate) writer: Writer,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) durability: Durability,
@@ -112,6 +116,8 @@ pub(crate) struct EngineInner {
     pub(crate) clock: Arc<dyn Clock>,
     path: Option<PathBuf>,
     machines: Mutex<HashMap<String, Arc<MachineRuntime>>>,
+    /// The engine itself, weakly, for the timer runner.
+    runner_for: std::sync::Weak<EngineInner>,
 }
 
 impl Engine {
@@ -161,8 +167,10 @@ impl Engine {
                 faults: builder.faults.clone(),
             },
         )?;
-        Ok(Engine {
-            inner: Arc::new(EngineInner {
+        let run_timers = builder.timers;
+        let engine = Engine {
+            inner: Arc::new_cyclic(|weak| EngineInner {
+                timers: std::sync::OnceLock::new(),
                 writer,
                 store,
                 durability: builder.durability,
@@ -172,8 +180,16 @@ impl Engine {
                 clock: builder.clock,
                 path,
                 machines: Mutex::new(HashMap::new()),
+                runner_for: weak.clone(),
             }),
-        })
+        };
+        if run_timers {
+            // The runner needs the engine; it is attached once the engine exists.
+            let runner = Runner::start(engine.inner.runner_for.clone())
+                .map_err(|error| Error::storage("starting the timer runner", error))?;
+            let _ = engine.inner.timers.set(runner);
+        }
+        Ok(engine)
     }
 
     /// The database directory (none for a temporary database).
@@ -273,6 +289,24 @@ impl Engine {
                 return Ok(report);
             }
         }
+    }
+
+    /// Fires every timer due at the clock's now (declared timeouts and
+    /// scheduled requests), through the same write path as every request,
+    /// and returns how many were processed. Safe to call while the background
+    /// runner runs (a timer fired twice is a replay). Tests that drive time
+    /// with a [`ManualClock`](crate::testing::ManualClock) call it after
+    /// moving the clock.
+    pub fn run_due_timers(&self) -> Result<usize> {
+        self.inner.fire_due_timers()
+    }
+
+    /// Every pending timer of a machine, in due order (at most `limit`).
+    pub fn timers(&self, machine: &str, limit: usize) -> Result<Vec<ScheduledTimer>> {
+        let runtime = self.inner.runtime_by_name(machine)?;
+        let timers = runtime.store.timers(limit)?;
+        self.inner.settle_read()?;
+        Ok(timers.iter().map(|timer| timer.view(machine)).collect())
     }
 
     /// Makes every commit so far durable on stable storage.

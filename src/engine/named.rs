@@ -11,6 +11,7 @@ use crate::guard::GuardScope;
 use crate::machine::MachineDef;
 use crate::outcome::{EntityRecord, HistoryRecord, OutcomeRecord};
 use crate::request::NamedRequest;
+use crate::timers::ScheduledTimer;
 
 /// The name-based handle of one machine, for tools, the CLI and HTTP services
 /// that have no Rust type for it: states and events are given and returned by
@@ -165,6 +166,32 @@ impl NamedMachine {
     /// background. The CLI's `migrate` command loops over it to show progress.
     pub fn migrate_step(&self) -> Result<u64> {
         self.engine.inner.migrate_step(&self.runtime)
+    }
+
+    /// Stores a keyed request to apply to `id` after `after`; see
+    /// [`Machine::schedule`](crate::Machine::schedule).
+    pub fn schedule(
+        &self,
+        id: &str,
+        after: std::time::Duration,
+        request: NamedRequest,
+    ) -> Result<ScheduledTimer> {
+        self.engine
+            .inner
+            .schedule(&self.runtime, id, after, request.spec)
+    }
+
+    /// The pending timers of `id`, in due order.
+    pub fn scheduled(&self, id: &str) -> Result<Vec<ScheduledTimer>> {
+        self.engine.inner.scheduled(&self.runtime, id)
+    }
+
+    /// Cancels the scheduled request of `id` with this (unscoped) key;
+    /// returns whether it was pending.
+    pub fn cancel_scheduled(&self, id: &str, key: &str) -> Result<bool> {
+        self.engine
+            .inner
+            .cancel_scheduled(&self.runtime, id, None, key)
     }
 
     /// How many idempotency key records the machine stores: live ones, and

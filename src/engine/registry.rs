@@ -131,6 +131,11 @@ impl EngineInner {
         Ok(runtime)
     }
 
+    /// The runtime of a machine a timer belongs to.
+    pub(super) fn runtime_by_name_for_timers(&self, name: &str) -> Result<Arc<MachineRuntime>> {
+        self.runtime_by_name(name)
+    }
+
     pub(super) fn runtime_by_name(&self, name: &str) -> Result<Arc<MachineRuntime>> {
         if let Some(runtime) = lock(&self.machines).get(name) {
             return Ok(runtime.clone());

@@ -40,6 +40,14 @@ struct GuardVerdict {
     result: std::result::Result<(), String>,
 }
 
+/// What preparing a request on the caller's thread gave.
+enum Prepared {
+    /// The answer, from reads alone.
+    Answer(Result<OutcomeRecord>),
+    /// A job for the writer.
+    Job(RequestJob),
+}
+
 /// How a request is to be decided (everything but the records).
 #[derive(Clone)]
 enum Kind {
@@ -56,68 +64,38 @@ impl EngineInner {
         &self,
         runtime: &Arc<MachineRuntime>,
         id: &str,
-        mut request: RequestSpec,
+        request: RequestSpec,
     ) -> Result<OutcomeRecord> {
+        let request = self.checked(runtime, id, request)?;
+        self.apply_checked(runtime, id, &request, None)
+    }
+
+    /// Step 1 (input) and the request's target in its current name.
+    pub(crate) fn checked(
+        &self,
+        runtime: &MachineRuntime,
+        id: &str,
+        mut request: RequestSpec,
+    ) -> Result<Arc<RequestSpec>> {
         let live = runtime.rules();
         check_request(&live.rules, &self.limits, id, &request)?;
         live.rules.canonical_request(&mut request);
-        let stored_key = request.stored_key();
-        let bytes = request_bytes(id, &request);
-        let request = Arc::new(request);
+        Ok(Arc::new(request))
+    }
+
+    /// Runs a checked request; `fired_timer` names the timer it fires, if
+    /// any (removed in the same atomic step).
+    pub(crate) fn apply_checked(
+        &self,
+        runtime: &Arc<MachineRuntime>,
+        id: &str,
+        request: &Arc<RequestSpec>,
+        fired_timer: Option<&[u8]>,
+    ) -> Result<OutcomeRecord> {
         loop {
-            let live = runtime.rules();
-            let fingerprints: Arc<[Fingerprint]> = live.rules.fingerprints(id, &request).into();
-            let now = self.clock.now_ms();
-            let guards = runtime.guards();
-            let key_record = match &stored_key {
-                Some(key) => runtime.store.key_record(key)?,
-                None => None,
-            };
-            let live_key = key_record.filter(|seen| seen.expires_at > now);
-            // A fresh key will be written whatever the outcome, so the writer
-            // decides; the caller only runs the guards it needs.
-            let fresh_key = stored_key.is_some() && live_key.is_none();
-            let mut verdict = None;
-            if !fresh_key || !guards.is_empty() {
-                let record = runtime.store.get(id)?;
-                let (decision, seen) = self.decide_on_caller(
-                    &live.rules,
-                    &guards,
-                    id,
-                    record.as_ref(),
-                    live_key.as_ref(),
-                    &request,
-                    &fingerprints,
-                    now,
-                );
-                verdict = seen;
-                match decision {
-                    Err(error @ Error::GuardPanicked { .. }) => return Err(error),
-                    Ok(Decision::Replay(outcome))
-                    | Ok(Decision::NoOp {
-                        outcome,
-                        key_record: None,
-                    }) if !fresh_key => {
-                        self.settle_read()?;
-                        return Ok(live.rules.canonical_outcome(outcome));
-                    }
-                    Err(error) if !fresh_key => {
-                        self.settle_read()?;
-                        return Err(error);
-                    }
-                    _ => {}
-                }
-            }
-            let kind = Kind::Apply {
-                request: request.clone(),
-                fingerprints: (live.version, fingerprints),
-            };
-            let job = RequestJob {
-                machine: runtime.name().to_owned(),
-                id: id.to_owned(),
-                key: stored_key.clone(),
-                bytes,
-                decide: self.writer_decide(runtime, id, kind, now, verdict),
+            let job = match self.prepare(runtime, id, request, fired_timer)? {
+                Prepared::Answer(answer) => return answer,
+                Prepared::Job(job) => job,
             };
             match self.submit(runtime, id, job)? {
                 RequestAnswer::Done(result) => {
@@ -126,6 +104,131 @@ impl EngineInner {
                 RequestAnswer::NeedsCaller => continue,
             }
         }
+    }
+
+    /// Runs many checked requests, handing them to the writer together so
+    /// they can share a batch (the timer runner fires due timers this way).
+    /// One result per request, in order.
+    pub(crate) fn apply_many(
+        &self,
+        requests: Vec<(
+            Arc<MachineRuntime>,
+            String,
+            Arc<RequestSpec>,
+            Option<Vec<u8>>,
+        )>,
+    ) -> Vec<Result<OutcomeRecord>> {
+        let mut results: Vec<Option<Result<OutcomeRecord>>> = Vec::with_capacity(requests.len());
+        let mut jobs = Vec::new();
+        let mut waiting = Vec::new();
+        for (index, (runtime, id, request, fired_timer)) in requests.iter().enumerate() {
+            match self.prepare(runtime, id, request, fired_timer.as_deref()) {
+                Ok(Prepared::Answer(answer)) => results.push(Some(answer)),
+                Ok(Prepared::Job(job)) => {
+                    results.push(None);
+                    jobs.push(Job::Request(job));
+                    waiting.push(index);
+                }
+                Err(error) => results.push(Some(Err(error))),
+            }
+        }
+        let answers = self.writer.submit_all(jobs);
+        for (index, answer) in waiting.into_iter().zip(answers) {
+            let (runtime, id, request, fired_timer) = &requests[index];
+            results[index] = Some(match answer {
+                Ok(answer) => match answer.into_request() {
+                    RequestAnswer::Done(result) => {
+                        result.map(|outcome| runtime.rules().rules.canonical_outcome(outcome))
+                    }
+                    // A guard must run again: on this thread, alone.
+                    RequestAnswer::NeedsCaller => {
+                        self.apply_checked(runtime, id, request, fired_timer.as_deref())
+                    }
+                },
+                Err(_) => Err(abandoned_request(runtime.name(), id)),
+            });
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    Err(Error::storage(
+                        "running requests",
+                        std::io::Error::other("a request was not answered"),
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Reads, decides on this thread (running the guards), and either
+    /// answers (a read-only answer) or prepares the job for the writer.
+    fn prepare(
+        &self,
+        runtime: &Arc<MachineRuntime>,
+        id: &str,
+        request: &Arc<RequestSpec>,
+        fired_timer: Option<&[u8]>,
+    ) -> Result<Prepared> {
+        let stored_key = request.stored_key();
+        let live = runtime.rules();
+        let fingerprints: Arc<[Fingerprint]> = live.rules.fingerprints(id, request).into();
+        let now = self.clock.now_ms();
+        let guards = runtime.guards();
+        let key_record = match &stored_key {
+            Some(key) => runtime.store.key_record(key)?,
+            None => None,
+        };
+        let live_key = key_record.filter(|seen| seen.expires_at > now);
+        // A fresh key will be written whatever the outcome, and a fired timer
+        // removed, so the writer decides; the caller only runs the guards it
+        // needs.
+        let must_write = (stored_key.is_some() && live_key.is_none()) || fired_timer.is_some();
+        let mut verdict = None;
+        if !must_write || !guards.is_empty() {
+            let record = runtime.store.get(id)?;
+            let (decision, seen) = self.decide_on_caller(
+                &live.rules,
+                &guards,
+                id,
+                record.as_ref(),
+                live_key.as_ref(),
+                request,
+                &fingerprints,
+                now,
+            );
+            verdict = seen;
+            match decision {
+                Err(error @ Error::GuardPanicked { .. }) => {
+                    return Ok(Prepared::Answer(Err(error)));
+                }
+                Ok(Decision::Replay(outcome))
+                | Ok(Decision::NoOp {
+                    outcome,
+                    key_record: None,
+                }) if !must_write => {
+                    self.settle_read()?;
+                    return Ok(Prepared::Answer(Ok(live.rules.canonical_outcome(outcome))));
+                }
+                Err(error) if !must_write => {
+                    self.settle_read()?;
+                    return Ok(Prepared::Answer(Err(error)));
+                }
+                _ => {}
+            }
+        }
+        let kind = Kind::Apply {
+            request: request.clone(),
+            fingerprints: (live.version, fingerprints),
+        };
+        Ok(Prepared::Job(RequestJob {
+            machine: runtime.name().to_owned(),
+            id: id.to_owned(),
+            key: stored_key,
+            bytes: request_bytes(id, request),
+            fired_timer: fired_timer.map(<[u8]>::to_vec),
+            decide: self.writer_decide(runtime, id, kind, now, verdict),
+        }))
     }
 
     pub(crate) fn create(
@@ -150,6 +253,7 @@ impl EngineInner {
             id: id.to_owned(),
             key: None,
             bytes,
+            fired_timer: None,
             decide: self.writer_decide(runtime, id, Kind::Create(Arc::new(create)), now, None),
         };
         match self.submit(runtime, id, job)? {

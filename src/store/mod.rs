@@ -21,6 +21,7 @@ use crate::definitions::DefinitionVersion;
 use crate::error::{Error, Missing, Result};
 use crate::machine::MachineDef;
 use crate::outcome::{EntityRecord, HistoryRecord, OutboxEvent};
+use crate::timers::TimerRecord;
 
 /// The decision a backend runs inside its atomic step; it may run more than
 /// once (a backend may retry on conflict), so it must be pure.
@@ -37,6 +38,10 @@ pub(crate) struct StoreRequest<'a> {
     pub(crate) key: Option<&'a [u8]>,
     /// The pure decision over the loaded record and key record.
     pub(crate) decide: DecideFn<'a>,
+    /// The stored key of the timer this request fires, if it is a timer's:
+    /// the timer is removed in the same atomic step when the request is
+    /// decided (applied, a no-op or a replay).
+    pub(crate) fired_timer: Option<&'a [u8]>,
 }
 
 /// One entry of the outbox as read: an event, or an entry that failed to
@@ -109,6 +114,12 @@ pub(crate) trait Store: Send + Sync {
     /// Bytes the database takes on disk.
     fn size_on_disk(&self) -> Result<u64>;
 
+    /// Up to `limit` timers of every machine due at `now`, in due order.
+    fn due_timers(&self, now: u64, limit: usize) -> Result<Vec<(String, TimerRecord)>>;
+
+    /// When the earliest pending timer of any machine is due.
+    fn next_timer_due(&self) -> Result<Option<u64>>;
+
     /// The one writer of this database. Called once, by the engine, which
     /// moves it to its writer thread.
     fn writer(&self) -> Result<Box<dyn StoreWriter>>;
@@ -151,6 +162,12 @@ pub(crate) trait StoreWriter: Send {
     /// Deletes up to `budget` expired key records (expired at `now`).
     fn purge_expired_keys(&mut self, now: u64, budget: usize) -> Result<PurgeRound>;
 
+    /// Stores a timer (replacing one with the same key).
+    fn put_timer(&mut self, machine: &str, timer: &TimerRecord) -> Result<()>;
+
+    /// Removes the timer with this stored key; returns it if it was pending.
+    fn remove_timer(&mut self, machine: &str, stored_key: &[u8]) -> Result<Option<TimerRecord>>;
+
     /// Makes every write so far durable on stable storage: data, files and
     /// directories.
     fn sync(&mut self) -> Result<()>;
@@ -175,6 +192,15 @@ pub(crate) trait MachineStore: Send + Sync {
 
     /// How many idempotency key records are stored.
     fn key_count(&self) -> Result<u64>;
+
+    /// The pending timer with this stored key.
+    fn timer(&self, stored_key: &[u8]) -> Result<Option<TimerRecord>>;
+
+    /// The pending timers of entity `id`, in key order.
+    fn timers_of(&self, id: &str) -> Result<Vec<TimerRecord>>;
+
+    /// Up to `limit` pending timers of the machine, in due order.
+    fn timers(&self, limit: usize) -> Result<Vec<TimerRecord>>;
 
     /// How much stored data uses each of these state and event names: the
     /// entities in each state (by the index), the entities whose history

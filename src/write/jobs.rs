@@ -29,6 +29,8 @@ pub(crate) struct RequestJob {
     pub(crate) key: Option<Vec<u8>>,
     /// About how many bytes it writes (to bound a batch).
     pub(crate) bytes: usize,
+    /// The stored key of the timer this request fires, if any.
+    pub(crate) fired_timer: Option<Vec<u8>>,
     pub(crate) decide: WriterDecide,
 }
 

@@ -121,6 +121,12 @@ impl Writer {
         self.pipeline.submit(job)
     }
 
+    /// Hands several jobs to the pipeline at once (they can share a batch)
+    /// and waits for their answers, in order.
+    pub(crate) fn submit_all(&self, jobs: Vec<Job>) -> Vec<std::result::Result<Answer, Abandoned>> {
+        self.pipeline.submit_all(jobs)
+    }
+
     /// Under `Immediate`, makes sure what a reader just read is durable.
     /// Returns an error message if the sync that should make it durable failed.
     pub(crate) fn settle_read(&self) -> std::result::Result<(), Settle> {
@@ -155,16 +161,23 @@ pub(crate) enum Settle {
 
 impl Pipeline {
     fn submit(&self, job: Job) -> std::result::Result<Answer, Abandoned> {
-        self.handoff.submit(job, &mut |batch| {
-            let mut writer = self
-                .writer
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            // A panic here is ours (the writer runs no user code and catches
-            // panics in sled's calls); it must not cross into the caller that
-            // happens to lead: the batch's tickets answer Abandoned.
-            let _ = catch_unwind(AssertUnwindSafe(|| writer.process(batch)));
-        })
+        self.handoff.submit(job, &mut |batch| self.lead(batch))
+    }
+
+    fn submit_all(&self, jobs: Vec<Job>) -> Vec<std::result::Result<Answer, Abandoned>> {
+        self.handoff.submit_all(jobs, &mut |batch| self.lead(batch))
+    }
+
+    /// Runs one batch as the leader.
+    fn lead(&self, batch: handoff::Batch<Job, Answer>) {
+        let mut writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A panic here is ours (the writer runs no user code and catches
+        // panics in sled's calls); it must not cross into the caller that
+        // happens to lead: the batch's tickets answer Abandoned.
+        let _ = catch_unwind(AssertUnwindSafe(|| writer.process(batch)));
     }
 
     /// The housekeeper: submits the periodic work (background sync under

@@ -166,6 +166,7 @@ impl WriterLoop {
                 id: &job.id,
                 key: job.key.as_deref(),
                 decide,
+                fired_timer: job.fired_timer.as_deref(),
             })
             .collect();
         self.marks.tracker.begin_commit();

@@ -13,6 +13,7 @@ use crate::error::{Error, Missing, NameKind, Result};
 use crate::outcome::{EntityRecord, HistoryRecord};
 use crate::store::codec::{self, decode_at};
 use crate::store::{MachineStore, StoreRequest};
+use crate::timers::TimerRecord;
 
 /// One machine's trees.
 pub(crate) struct SledMachine {
@@ -26,6 +27,8 @@ pub(crate) struct SledMachine {
     pub(super) by_state: sled::Tree,
     pub(super) keys: sled::Tree,
     pub(super) key_expiry: sled::Tree,
+    pub(super) timers: sled::Tree,
+    timers_name: String,
 }
 
 /// The transactional views of one machine's trees (and the shared outbox).
@@ -35,13 +38,21 @@ pub(super) struct MachineViews<'a> {
     pub(super) by_state: &'a TransactionalTree,
     pub(super) keys: &'a TransactionalTree,
     pub(super) key_expiry: &'a TransactionalTree,
+    pub(super) timers: &'a TransactionalTree,
     pub(super) outbox: &'a TransactionalTree,
 }
 
 /// How many trees of a machine a transaction takes, in [`SledMachine::trees`] order.
-pub(super) const TREES_PER_MACHINE: usize = 5;
+pub(super) const TREES_PER_MACHINE: usize = 6;
 
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
+
+fn tx_error(error: sled::transaction::TransactionError<Error>, context: &str) -> Error {
+    match error {
+        sled::transaction::TransactionError::Abort(error) => error,
+        sled::transaction::TransactionError::Storage(error) => Error::storage(context, error),
+    }
+}
 
 impl SledMachine {
     pub(super) fn open(db: &sled::Db, machine: &str) -> Result<Self> {
@@ -61,13 +72,22 @@ impl SledMachine {
             by_state: open("by_state")?,
             keys: open("keys")?,
             key_expiry: open("key_expiry")?,
+            timers: open("timers")?,
+            timers_name: format!("timers/{machine}"),
         })
     }
 
     /// The names of this machine's trees.
     pub(super) fn tree_names(machine: &str) -> [String; TREES_PER_MACHINE] {
-        ["entities", "history", "by_state", "keys", "key_expiry"]
-            .map(|concern| format!("{concern}/{machine}"))
+        [
+            "entities",
+            "history",
+            "by_state",
+            "keys",
+            "key_expiry",
+            "timers",
+        ]
+        .map(|concern| format!("{concern}/{machine}"))
     }
 
     /// The trees a transaction over this machine takes.
@@ -78,6 +98,7 @@ impl SledMachine {
             &self.by_state,
             &self.keys,
             &self.key_expiry,
+            &self.timers,
         ]
     }
 
@@ -125,6 +146,9 @@ impl SledMachine {
             Ok(decision) => decision,
             Err(error) => return Ok(Err(error)),
         };
+        if let Some(fired) = request.fired_timer {
+            remove_timer(trees.timers, fired)?;
+        }
         match &decision {
             Decision::Replay(_)
             | Decision::NoOp {
@@ -161,10 +185,51 @@ impl SledMachine {
                     change,
                 )?;
                 *next_position += 1;
+                if let Some(left) = &applied.disarm {
+                    remove_timer(trees.timers, left)?;
+                }
+                if let Some(timer) = &applied.arm {
+                    put_timer(trees.timers, timer)?;
+                }
             }
         }
         Ok(Ok(decision))
     }
+}
+
+/// A timer and its two index entries (by key, by entity), replacing a timer
+/// with the same key.
+pub(super) fn put_timer(timers: &TransactionalTree, timer: &TimerRecord) -> TxResult<()> {
+    let key = timer.stored_key();
+    remove_timer(timers, &key)?;
+    timers.insert(
+        codec::timer_due_key(timer.due_at, &timer.id, &key),
+        codec::encode_timer(timer),
+    )?;
+    timers.insert(
+        codec::timer_key_key(&key),
+        codec::encode_timer_ref(timer.due_at, &timer.id),
+    )?;
+    timers.insert(
+        codec::timer_entity_key(&timer.id, &key),
+        codec::encode_timer_ref(timer.due_at, &timer.id),
+    )?;
+    Ok(())
+}
+
+/// Removes the timer with this stored key (its three entries), if pending;
+/// returns its due-ordered key. A damaged index entry is dropped.
+pub(super) fn remove_timer(timers: &TransactionalTree, key: &[u8]) -> TxResult<Option<Vec<u8>>> {
+    let Some(reference) = timers.remove(codec::timer_key_key(key))? else {
+        return Ok(None);
+    };
+    let Ok((due_at, id)) = codec::decode_timer_ref(&reference) else {
+        return Ok(None);
+    };
+    let due_key = codec::timer_due_key(due_at, &id, key);
+    timers.remove(due_key.clone())?;
+    timers.remove(codec::timer_entity_key(&id, key))?;
+    Ok(Some(due_key))
 }
 
 /// A key record and its entry in the expiry index.
@@ -239,6 +304,30 @@ impl MachineStore for SledMachine {
         self.count_references(states, events)
     }
 
+    fn timer(&self, stored_key: &[u8]) -> Result<Option<TimerRecord>> {
+        self.timer_of_key(stored_key)
+    }
+
+    fn timers_of(&self, id: &str) -> Result<Vec<TimerRecord>> {
+        let mut timers = Vec::new();
+        for item in self
+            .timers
+            .scan_prefix(codec::timer_entity_prefix(id))
+            .keys()
+        {
+            let key = item.map_err(storage("reading timers"))?;
+            let stored_key = &key[codec::timer_entity_prefix(id).len()..];
+            if let Some(timer) = self.timer_of_key(stored_key)? {
+                timers.push(timer);
+            }
+        }
+        Ok(timers)
+    }
+
+    fn timers(&self, limit: usize) -> Result<Vec<TimerRecord>> {
+        self.due_timers(None, limit)
+    }
+
     fn count_in_state(&self, state: &str) -> Result<u64> {
         let mut count = 0;
         for item in self.by_state.scan_prefix(codec::state_prefix(state)).keys() {
@@ -250,6 +339,77 @@ impl MachineStore for SledMachine {
 }
 
 impl SledMachine {
+    fn decode_timer(&self, key: &[u8], value: &[u8]) -> Result<TimerRecord> {
+        decode_at(&self.timers_name, key, || codec::decode_timer(value))
+    }
+
+    /// Up to `limit` timers due at `now` (all when `now` is `None`), in due order.
+    pub(super) fn due_timers(&self, now: Option<u64>, limit: usize) -> Result<Vec<TimerRecord>> {
+        let (start, end) = match now {
+            Some(now) => codec::timer_due_range(now),
+            None => (
+                codec::timer_due_prefix(),
+                vec![codec::timer_due_prefix()[0] + 1],
+            ),
+        };
+        let mut timers = Vec::new();
+        for item in self.timers.range(start..end).take(limit) {
+            let (key, value) = item.map_err(storage("reading timers"))?;
+            timers.push(self.decode_timer(&key, &value)?);
+        }
+        Ok(timers)
+    }
+
+    /// When the earliest pending timer is due.
+    pub(super) fn next_due(&self) -> Result<Option<u64>> {
+        let prefix = codec::timer_due_prefix();
+        match self.timers.scan_prefix(&prefix).next() {
+            Some(item) => {
+                let (key, value) = item.map_err(storage("reading timers"))?;
+                Ok(Some(self.decode_timer(&key, &value)?.due_at))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a timer outside a request (a scheduled request).
+    pub(super) fn store_timer(&self, timer: &TimerRecord) -> Result<()> {
+        self.timers
+            .transaction(|timers| put_timer(timers, timer))
+            .map_err(|error| tx_error(error, "scheduling a request"))
+    }
+
+    /// Removes a timer outside a request; returns it if it was pending.
+    pub(super) fn delete_timer(&self, key: &[u8]) -> Result<Option<TimerRecord>> {
+        let pending = self.timer_of_key(key)?;
+        self.timers
+            .transaction(|timers| remove_timer(timers, key))
+            .map_err(|error| tx_error(error, "removing a timer"))?;
+        Ok(pending)
+    }
+
+    fn timer_of_key(&self, key: &[u8]) -> Result<Option<TimerRecord>> {
+        let Some(reference) = self
+            .timers
+            .get(codec::timer_key_key(key))
+            .map_err(storage("reading timers"))?
+        else {
+            return Ok(None);
+        };
+        let (due_at, id) = decode_at(&self.timers_name, key, || {
+            codec::decode_timer_ref(&reference)
+        })?;
+        let due_key = codec::timer_due_key(due_at, &id, key);
+        match self
+            .timers
+            .get(&due_key)
+            .map_err(storage("reading timers"))?
+        {
+            Some(value) => self.decode_timer(&due_key, &value).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Moves up to `budget` entities from state `from` to state `to`: the
     /// record and the state index in one transaction per batch.
     pub(super) fn migrate_state(&self, from: &str, to: &str, budget: usize) -> Result<u64> {
@@ -406,6 +566,18 @@ impl MachineStore for EmptyMachine {
 
     fn key_count(&self) -> Result<u64> {
         Ok(0)
+    }
+
+    fn timer(&self, _: &[u8]) -> Result<Option<TimerRecord>> {
+        Ok(None)
+    }
+
+    fn timers_of(&self, _: &str) -> Result<Vec<TimerRecord>> {
+        Ok(Vec::new())
+    }
+
+    fn timers(&self, _: usize) -> Result<Vec<TimerRecord>> {
+        Ok(Vec::new())
     }
 
     fn references(&self, states: &[String], events: &[String]) -> Result<Vec<Missing>> {

@@ -10,6 +10,8 @@
 //! - `by_state/<machine>`: `[state][id]` -> marker;
 //! - `keys/<machine>`: idempotency key (stored form) -> key record;
 //! - `key_expiry/<machine>`: `[expires_at][key]` -> marker;
+//! - `timers/<machine>`: `d[due][id][key]` -> timer, `k[key]` and `e[id][key]`
+//!   -> where it is;
 //! - `outbox`: `[position][machine][id][version]` -> change;
 //! - `outbox_quarantine`: outbox entries moved aside, same keys.
 //!
@@ -49,6 +51,7 @@ use super::{MachineStore, PendingEntry, Store, StoreWriter};
 use crate::definitions::{describe_changes, DefinitionVersion};
 use crate::error::{Error, Result};
 use crate::machine::MachineDef;
+use crate::timers::TimerRecord;
 
 const META: &str = "meta";
 const OUTBOX: &str = "outbox";
@@ -320,6 +323,33 @@ impl Store for SledStore {
             .map_err(storage("measuring the database"))
     }
 
+    fn due_timers(&self, now: u64, limit: usize) -> Result<Vec<(String, TimerRecord)>> {
+        let mut due = Vec::new();
+        for machine in self.shared.machines_with_timers() {
+            let Some(store) = self.shared.existing_machine(&machine)? else {
+                continue;
+            };
+            for timer in store.due_timers(Some(now), limit)? {
+                due.push((machine.clone(), timer));
+            }
+        }
+        due.sort_by_key(|(_, timer)| timer.due_at);
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    fn next_timer_due(&self) -> Result<Option<u64>> {
+        let mut next: Option<u64> = None;
+        for machine in self.shared.machines_with_timers() {
+            if let Some(store) = self.shared.existing_machine(&machine)? {
+                if let Some(due) = store.next_due()? {
+                    next = Some(next.map_or(due, |earliest| earliest.min(due)));
+                }
+            }
+        }
+        Ok(next)
+    }
+
     fn writer(&self) -> Result<Box<dyn StoreWriter>> {
         self.writer
             .lock()
@@ -336,6 +366,20 @@ impl Store for SledStore {
 }
 
 impl Shared {
+    /// Every machine with a timers tree.
+    fn machines_with_timers(&self) -> Vec<String> {
+        self.db
+            .tree_names()
+            .iter()
+            .filter_map(|name| {
+                std::str::from_utf8(name)
+                    .ok()?
+                    .strip_prefix("timers/")
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
     /// The stored definition of `machine`.
     fn definition(&self, machine: &str) -> Result<Option<MachineDef>> {
         let key = format!("{DEFINITION_PREFIX}{machine}");

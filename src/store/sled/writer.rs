@@ -19,6 +19,7 @@ use crate::definitions::{state_renames, DefinitionVersion};
 use crate::error::{Error, Result};
 use crate::store::codec::{self, decode_at};
 use crate::store::{PurgeRound, StoreRequest, StoreWriter};
+use crate::timers::TimerRecord;
 
 /// The one writer of a sled database.
 pub(crate) struct SledWriter {
@@ -227,6 +228,7 @@ impl StoreWriter for SledWriter {
                         by_state: &views[base + 2],
                         keys: &views[base + 3],
                         key_expiry: &views[base + 4],
+                        timers: &views[base + 5],
                         outbox: &views[0],
                     };
                     decisions.push(machines[index].run(&trees, request, &mut next_position)?);
@@ -376,6 +378,14 @@ impl StoreWriter for SledWriter {
             }
         }
         Ok(round)
+    }
+
+    fn put_timer(&mut self, machine: &str, timer: &TimerRecord) -> Result<()> {
+        self.shared.open_machine(machine)?.store_timer(timer)
+    }
+
+    fn remove_timer(&mut self, machine: &str, stored_key: &[u8]) -> Result<Option<TimerRecord>> {
+        self.shared.open_machine(machine)?.delete_timer(stored_key)
     }
 
     fn sync(&mut self) -> Result<()> {
