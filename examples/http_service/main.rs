@@ -1,0 +1,224 @@
+//! An HTTP service embedding the engine: orders over a JSON API that follows
+//! draft-ietf-httpapi-idempotency-key-header, RFC 9110's conditional
+//! requests and RFC 9457 problem details (SPEC section 8; the full rules,
+//! status table and problem types are in `docs/guide.md`, section 12).
+//!
+//! ```text
+//! cargo run --example http_service                        # 127.0.0.1, a free port, temporary database
+//! cargo run --example http_service -- 127.0.0.1:3000 ./orders-db
+//! IDEMFLOW_HTTP_TOKENS="s3cret=shop-1,t0ken=shop-2" cargo run --example http_service
+//! ```
+//!
+//! It prints `listening on http://ADDR` once it accepts connections. Then:
+//!
+//! ```text
+//! A='Authorization: Bearer tok-a'; J='Content-Type: application/json'
+//! curl -i -X POST -H "$A" -H 'Idempotency-Key: "new-o-1"' localhost:3000/orders/o-1   # 201, ETag: "1"
+//! curl -i -X POST -H "$A" -H "$J" localhost:3000/orders/o-1/transitions -d '{"event":"submit"}'
+//! curl -i -X POST -H "$A" -H "$J" -H 'Idempotency-Key: "pay-o-1"' -H 'If-Match: "2"' \
+//!      localhost:3000/orders/o-1/transitions -d '{"to":"paid","payload":{"amount":4200}}'  # 200, ETag: "3"
+//! # the same request again: the original answer, with Idempotency-Replayed: true
+//! curl -i -H "$A" -H 'If-None-Match: "3"' localhost:3000/orders/o-1       # 304 Not Modified
+//! curl -s -H "$A" localhost:3000/orders/o-1/history
+//! curl -s localhost:3000/machines/order/graph.svg > orders.svg            # live heat map
+//! curl -s localhost:3000/openapi.json                                     # OpenAPI 3.1
+//! ```
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `POST /orders/{id}` | 201 created (a keyed retry: 201 replayed), 200 if it existed |
+//! | `POST /orders/{id}/transitions` `{"to": S}` or `{"event": E}`, optional object `"payload"` | 200 applied, no-op or replayed |
+//! | `GET /orders/{id}`, `GET /orders/{id}/history` | 200, 304 |
+//! | `GET /machines/order/graph.dot`, `.svg` (`?counts=false`: no heat map) | 200 |
+//! | `GET /openapi.json` | 200, the OpenAPI 3.1 document |
+//!
+//! - **Who**: the `/orders` routes need `Authorization: Bearer <token>`; the
+//!   token maps to a client id (`IDEMFLOW_HTTP_TOKENS="tok=client,..."`,
+//!   default `tok-a=client-a,tok-b=client-b` for local use). Without a known
+//!   token: 401. The client id scopes every idempotency key and is the actor
+//!   of every change. The graphs and the document are public.
+//! - **`Idempotency-Key`**: an RFC 8941 sf-string (`"k-1"`; a bare token
+//!   `k-1` is the same key), 1..=255 bytes decoded; empty, malformed, with
+//!   parameters, or sent twice: 400. A retry gets the original status and
+//!   body with `Idempotency-Replayed: true`; another request with the key: 422.
+//!   A duplicate arriving while the first is in flight waits for it (the
+//!   engine decides one request per entity at a time, atomically) and replays.
+//! - **Keyed creation**: the engine's `create` takes no key, so a keyed
+//!   `POST /orders/{id}` records the key in history entry 1 (payload
+//!   `{"idempotency_key": key}`, actor the client); a retry by that client
+//!   with that key finds it there and replays the 201. Restart-safe; nothing
+//!   is kept in memory.
+//! - **Preconditions** (RFC 9110 section 13): `ETag: "<version>"`;
+//!   `If-Match` (`*` or a list, strong comparison: `"02"` and `W/"2"` never
+//!   match) is the expected version; `If-None-Match` (weak comparison) makes
+//!   a POST 412 when it matches and a GET 304. Malformed: 400.
+//! - **Errors** are `application/problem+json` with `type`, `title`,
+//!   `status`, `detail`, `kind` (the `idemflow::Error` variant) and `error`
+//!   (its message), including axum's own rejections (bad path, query or
+//!   body, 404, 405, 413, 415): `InvalidInput` 400, `Unauthorized` 401,
+//!   `NotFound` 404, `InvalidTransition`/`GuardRejected` 409,
+//!   `VersionConflict`/`PreconditionFailed` 412, `KeyReused` 422,
+//!   `GraphvizMissing`/`Locked` 503, others 500.
+//!
+//! A guard refuses a payment without a positive integer `amount` in its payload.
+//!
+//! Engine calls block (on disk I/O under `Durability::Immediate`), so every
+//! one runs on tokio's blocking pool through `spawn_blocking`.
+
+mod auth;
+mod bodies;
+mod graphs;
+mod headers;
+mod openapi;
+mod orders;
+mod problem;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+use idemflow::{Engine, Machine, StateMachine};
+
+use crate::auth::Tokens;
+use crate::problem::ApiError;
+
+/// The life of an order in a shop.
+#[derive(StateMachine, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[machine(name = "order", initial = Draft, events = OrderEvent)]
+pub enum OrderState {
+    /// Being filled by the customer; not yet submitted.
+    #[on(submit = Submitted, cancel = Cancelled)]
+    Draft,
+    /// Submitted by the customer, waiting for payment.
+    #[on(pay = Paid, cancel = Cancelled)]
+    Submitted,
+    /// Paid: the customer's card was charged.
+    #[on(ship = Shipped, refund = Refunded)]
+    Paid,
+    /// Handed to the carrier.
+    #[terminal]
+    Shipped,
+    /// Cancelled before payment; nothing was charged.
+    #[terminal]
+    Cancelled,
+    /// Paid, then refunded.
+    #[terminal]
+    Refunded,
+}
+
+/// Largest request body: a payload's limit is 64 KiB of compact JSON.
+pub const MAX_BODY_BYTES: usize = 128 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    orders: Machine<OrderState>,
+    tokens: Tokens,
+    openapi: Arc<str>,
+}
+
+/// The service's routes over an engine (the order machine is registered on it).
+pub fn router(engine: &Engine, tokens: Tokens) -> idemflow::Result<Router> {
+    let orders = engine.machine::<OrderState>()?;
+    orders.guard_to(OrderState::Paid, |input| {
+        match input
+            .payload
+            .and_then(|payload| payload.get("amount")?.as_u64())
+        {
+            Some(amount) if amount > 0 => Ok(()),
+            _ => Err("a payment needs a positive integer \"amount\" in its payload".to_owned()),
+        }
+    });
+    let state = AppState {
+        orders,
+        tokens,
+        openapi: openapi::document().into(),
+    };
+    Ok(Router::new()
+        .route(
+            "/orders/{id}",
+            post(orders::create_order).get(orders::get_order),
+        )
+        .route("/orders/{id}/transitions", post(orders::transition))
+        .route("/orders/{id}/history", get(orders::history))
+        .route("/machines/{machine}/graph.dot", get(graphs::graph_dot))
+        .route("/machines/{machine}/graph.svg", get(graphs::graph_svg))
+        .route("/openapi.json", get(openapi_json))
+        .fallback(problem::route_not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(problem::problems_only))
+        .with_state(state))
+}
+
+/// `GET /openapi.json`.
+async fn openapi_json(
+    axum::extract::State(app): axum::extract::State<AppState>,
+) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        app.openapi.to_string(),
+    )
+}
+
+/// Runs a blocking engine call on tokio's blocking pool.
+async fn blocking<T, F>(call: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(call)
+        .await
+        .unwrap_or_else(|error| {
+            Err(ApiError::internal(format!(
+                "the engine call failed: {error}"
+            )))
+        })
+}
+
+/// `ETag: "<version>"`: a strong tag, the version in decimal.
+fn etag(version: u64) -> (HeaderName, HeaderValue) {
+    let value = HeaderValue::from_str(&format!("\"{version}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+    (header::ETAG, value)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let address: SocketAddr = args
+        .next()
+        .unwrap_or_else(|| "127.0.0.1:0".to_owned())
+        .parse()
+        .map_err(|error| {
+            format!("the first argument must be an address like 127.0.0.1:3000: {error}")
+        })?;
+    let (tokens, default_tokens) = Tokens::from_env()?;
+    if default_tokens {
+        eprintln!(
+            "warning: {} is not set; accepting the local-use tokens of {:?} ({})",
+            auth::TOKENS_VAR,
+            auth::DEFAULT_TOKENS,
+            tokens.clients().join(", ")
+        );
+    }
+    // The second argument is a database directory; without it, a temporary database.
+    let engine = match args.next() {
+        Some(dir) => Engine::open(dir)?,
+        None => Engine::temporary()?,
+    };
+    let app = router(&engine, tokens)?;
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
