@@ -521,6 +521,75 @@ fn key_record(input: &DecisionInput<'_>, outcome: &OutcomeRecord) -> Option<KeyR
 pub(crate) struct CreateSpec {
     pub(crate) payload: Option<Value>,
     pub(crate) actor: Option<String>,
+    /// An idempotency key, for a creation whose retry must replay its outcome.
+    pub(crate) key: Option<String>,
+    /// The key's scope.
+    pub(crate) scope: Option<String>,
+}
+
+impl CreateSpec {
+    /// The stored form of the key (scope included), if keyed.
+    pub(crate) fn stored_key(&self) -> Option<Vec<u8>> {
+        let key = self.key.as_deref()?;
+        Some(crate::request::stored_key(self.scope.as_deref(), key))
+    }
+
+    /// The creation's fingerprint: the id, a tag no transition has, the
+    /// payload and the actor.
+    pub(crate) fn fingerprint(&self, id: &str) -> Fingerprint {
+        let mut as_request = RequestSpec::new(Target::To("\u{0}create".into()));
+        as_request.payload = self.payload.clone();
+        as_request.actor = self.actor.clone();
+        Fingerprint::of(id, &as_request)
+    }
+}
+
+/// Decides a keyed or unkeyed creation: key replay first (SPEC step 2, as
+/// for any request), then [`decide_create`]; a keyed creation stores its key
+/// with its outcome (a retry replays the creation, 201 and all).
+pub(crate) fn decide_create_keyed(
+    rules: &MachineRules,
+    id: &str,
+    record: Option<&EntityRecord>,
+    key_record: Option<&KeyRecord>,
+    create: &CreateSpec,
+    now: u64,
+    key_retention_ms: u64,
+) -> Result<Decision> {
+    let fingerprint = create.fingerprint(id);
+    if let (Some(key), Some(seen)) = (&create.key, key_record) {
+        if seen.expires_at > now {
+            if seen.fingerprint == fingerprint {
+                let mut outcome = seen.outcome.clone();
+                outcome.replay = true;
+                return Ok(Decision::Replay(outcome));
+            }
+            return Err(Error::KeyReused {
+                machine: rules.name().to_owned(),
+                key: key.clone(),
+            });
+        }
+    }
+    let mut decision = decide_create(rules, id, record, create, now);
+    if create.key.is_some() {
+        let stored = |outcome: &OutcomeRecord| KeyRecord {
+            fingerprint,
+            expires_at: now.saturating_add(key_retention_ms),
+            outcome: outcome.clone(),
+        };
+        match &mut decision {
+            Decision::Apply(applied) => {
+                applied.key_record = Some(stored(&applied.outcome));
+                applied.history.key = create.key.clone();
+            }
+            Decision::NoOp {
+                outcome,
+                key_record,
+            } => *key_record = Some(stored(outcome)),
+            Decision::Replay(_) => {}
+        }
+    }
+    Ok(decision)
 }
 
 /// Decides a creation (SPEC section 2): the initial state at version 1, or a
@@ -536,7 +605,7 @@ pub(crate) fn decide_create(
         return Decision::NoOp {
             outcome: OutcomeRecord {
                 id: id.to_owned(),
-                state: record.state.clone(),
+                state: rules.canonical_state(&record.state).to_owned(),
                 version: record.version,
                 applied: false,
                 from: None,

@@ -120,7 +120,7 @@ pub use outbox::{Outbox, Subscription};
 pub use outcome::{
     Entity, EntityRecord, HistoryEntry, HistoryRecord, OutboxEvent, Outcome, OutcomeRecord,
 };
-pub use request::{Fingerprint, Limits, NamedRequest, Request, Target};
+pub use request::{Create, Fingerprint, Limits, NamedRequest, Request, Target};
 pub use store::PendingEntry;
 pub use timers::{ScheduledTimer, TimerKind, TIMER_ACTOR};
 

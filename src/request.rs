@@ -308,6 +308,23 @@ impl Limits {
         self.check_payload(spec.payload.as_ref())
     }
 
+    /// Checks an optional key and its scope (a scope needs a key).
+    pub(crate) fn check_key(&self, key: Option<&str>, scope: Option<&str>) -> Result<()> {
+        if let Some(key) = key {
+            check_length(InputField::Key, key, self.max_key_bytes)?;
+        }
+        if let Some(scope) = scope {
+            check_length(InputField::Scope, scope, self.max_scope_bytes)?;
+            if key.is_none() {
+                return Err(Error::invalid_input(
+                    InputField::Scope,
+                    "a scope needs an idempotency key to scope",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks an actor: at most `max_actor_bytes` bytes.
     pub(crate) fn check_actor(&self, actor: Option<&str>) -> Result<()> {
         match actor {
@@ -502,6 +519,66 @@ fn canonical_json(hasher: &mut blake3::Hasher, value: &Value) {
                 canonical_json(hasher, item);
             }
         }
+    }
+}
+
+/// A creation with options: an idempotency key (and its scope), a payload and
+/// an actor for the first history entry. Without a key a creation is
+/// idempotent by itself (creating an existing entity is a no-op); with one, a
+/// retry *replays* the original outcome (so an HTTP service can answer the
+/// original 201), and the key is bound to this creation like any request's.
+///
+/// ```
+/// # use idemflow::{Create, Engine, Error, MachineDef};
+/// let engine = Engine::temporary()?;
+/// let doors = engine.register(MachineDef::new("door", "closed").state("closed")
+///     .terminal_state("open").transition("closed", "open", "open"))?;
+/// let create = Create::new().key("new-front").actor("installer");
+/// let first = doors.create_request("front", create.clone())?;
+/// assert!(first.applied && !first.replay);
+/// let retry = doors.create_request("front", create)?;
+/// assert!(retry.applied && retry.replay);                    // the original creation
+/// assert!(matches!(doors.create_request("back", Create::new().key("new-front")),
+///     Err(Error::KeyReused { .. })));
+/// # Ok::<(), idemflow::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Create {
+    pub(crate) spec: crate::decide::CreateSpec,
+}
+
+impl Create {
+    /// A creation without options.
+    pub fn new() -> Self {
+        Create::default()
+    }
+
+    /// Sets the idempotency key: a retry replays the original creation.
+    #[must_use]
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.spec.key = Some(key.into());
+        self
+    }
+
+    /// Scopes the key to a client, tenant or account (see [`Request::scope`]).
+    #[must_use]
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.spec.scope = Some(scope.into());
+        self
+    }
+
+    /// Records a JSON payload in the first history entry and its outbox event.
+    #[must_use]
+    pub fn payload(mut self, payload: Value) -> Self {
+        self.spec.payload = Some(payload);
+        self
+    }
+
+    /// Names who creates the entity.
+    #[must_use]
+    pub fn actor(mut self, actor: impl Into<String>) -> Self {
+        self.spec.actor = Some(actor.into());
+        self
     }
 }
 

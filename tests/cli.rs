@@ -280,6 +280,52 @@ fn definitions_and_migrate_show_the_change_log_and_finish_a_rename() {
 }
 
 #[test]
+fn timers_lists_pending_timers_by_due_time() {
+    let dir = TempDir::new().expect("temp dir");
+    let db = dir.path().join("db");
+    {
+        let engine = Engine::builder().timers(false).open(&db).expect("open");
+        let invoices = engine
+            .register(
+                idemflow::MachineDef::new("invoice", "sent")
+                    .state("sent")
+                    .terminal_state("paid")
+                    .terminal_state("expired")
+                    .transition("sent", "pay", "paid")
+                    .transition("sent", "expire", "expired")
+                    .timeout("sent", std::time::Duration::from_secs(1800), "expire"),
+            )
+            .expect("register");
+        invoices.create("i-1").expect("create");
+        invoices
+            .schedule(
+                "i-1",
+                std::time::Duration::from_secs(60),
+                NamedRequest::fire("pay").key("pay-i-1"),
+            )
+            .expect("schedule");
+    }
+    let db = db.display().to_string();
+    let text = ok(run_in(dir.path(), &["timers", "--db", &db]));
+    assert!(text.contains("2 pending timers"), "{text}");
+    let first = text
+        .lines()
+        .position(|l| l.contains("pay-i-1"))
+        .expect("the scheduled one");
+    let second = text
+        .lines()
+        .position(|l| l.contains("timeout/sent/1"))
+        .expect("the timeout");
+    assert!(first < second, "by due time: {text}");
+    let listed = json(&ok(run_in(
+        dir.path(),
+        &["timers", "--db", &db, "invoice", "--json"],
+    )));
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed[1]["kind"], "timeout");
+}
+
+#[test]
 fn machines_lists_counts_per_state() {
     let fixture = Fixture::new();
     let db = fixture.db();

@@ -10,7 +10,7 @@ use crate::error::{Error, InputField, Result};
 use crate::guard::GuardScope;
 use crate::machine::MachineDef;
 use crate::outcome::{EntityRecord, HistoryRecord, OutcomeRecord};
-use crate::request::NamedRequest;
+use crate::request::{Create, NamedRequest};
 use crate::timers::ScheduledTimer;
 
 /// The name-based handle of one machine, for tools, the CLI and HTTP services
@@ -78,9 +78,21 @@ impl NamedMachine {
         payload: Option<Value>,
         actor: Option<String>,
     ) -> Result<OutcomeRecord> {
-        self.engine
-            .inner
-            .create(&self.runtime, id, CreateSpec { payload, actor })
+        self.engine.inner.create(
+            &self.runtime,
+            id,
+            CreateSpec {
+                payload,
+                actor,
+                ..CreateSpec::default()
+            },
+        )
+    }
+
+    /// Creates entity `id` with options (key, scope, payload, actor); see
+    /// [`Create`].
+    pub fn create_request(&self, id: &str, create: Create) -> Result<OutcomeRecord> {
+        self.engine.inner.create(&self.runtime, id, create.spec)
     }
 
     /// Runs a request given by names. An unknown state or event name is

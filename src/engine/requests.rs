@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use super::{EngineInner, MachineRuntime};
 use crate::decide::{
-    check_request, decide, decide_create, CreateSpec, Decision, DecisionInput, KeyRecord,
+    check_request, decide, decide_create_keyed, CreateSpec, Decision, DecisionInput, KeyRecord,
     MachineRules, NamedGuardInput,
 };
 use crate::error::{Error, Result};
@@ -39,6 +39,10 @@ struct GuardVerdict {
     to: String,
     result: std::result::Result<(), String>,
 }
+
+/// A checked request for [`EngineInner::apply_many`]: the machine, the
+/// entity id, the request, and the stored key of the timer it fires.
+pub(crate) type CheckedRequest = (Arc<MachineRuntime>, String, Arc<RequestSpec>, Option<Vec<u8>>);
 
 /// What preparing a request on the caller's thread gave.
 enum Prepared {
@@ -111,12 +115,7 @@ impl EngineInner {
     /// One result per request, in order.
     pub(crate) fn apply_many(
         &self,
-        requests: Vec<(
-            Arc<MachineRuntime>,
-            String,
-            Arc<RequestSpec>,
-            Option<Vec<u8>>,
-        )>,
+        requests: Vec<CheckedRequest>,
     ) -> Vec<Result<OutcomeRecord>> {
         let mut results: Vec<Option<Result<OutcomeRecord>>> = Vec::with_capacity(requests.len());
         let mut jobs = Vec::new();
@@ -240,21 +239,45 @@ impl EngineInner {
         self.limits.check_id(id)?;
         self.limits.check_actor(create.actor.as_deref())?;
         self.limits.check_payload(create.payload.as_ref())?;
+        self.limits
+            .check_key(create.key.as_deref(), create.scope.as_deref())?;
+        let stored_key = create.stored_key();
+        let create = Arc::new(create);
         let now = self.clock.now_ms();
-        if let Some(record) = runtime.store.get(id)? {
-            let live = runtime.rules();
-            let outcome = decide_create(&live.rules, id, Some(&record), &create, now);
-            self.settle_read()?;
-            return Ok(live.rules.canonical_outcome(outcome.into_outcome()));
+        let key_record = match &stored_key {
+            Some(key) => runtime.store.key_record(key)?,
+            None => None,
+        };
+        let live_key = key_record.filter(|seen| seen.expires_at > now);
+        let fresh_key = stored_key.is_some() && live_key.is_none();
+        if !fresh_key {
+            // Without a key, or with a live one, reads decide: an existing
+            // entity is a no-op, a live key replays or is reused.
+            let record = runtime.store.get(id)?;
+            if record.is_some() || live_key.is_some() {
+                let live = runtime.rules();
+                let decision = decide_create_keyed(
+                    &live.rules,
+                    id,
+                    record.as_ref(),
+                    live_key.as_ref(),
+                    &create,
+                    now,
+                    self.key_retention_ms,
+                );
+                self.settle_read()?;
+                return decision
+                    .map(|decision| live.rules.canonical_outcome(decision.into_outcome()));
+            }
         }
         let bytes = id.len() + payload_bytes(create.payload.as_ref()) + 64;
         let job = RequestJob {
             machine: runtime.name().to_owned(),
             id: id.to_owned(),
-            key: None,
+            key: stored_key,
             bytes,
             fired_timer: None,
-            decide: self.writer_decide(runtime, id, Kind::Create(Arc::new(create)), now, None),
+            decide: self.writer_decide(runtime, id, Kind::Create(create), now, None),
         };
         match self.submit(runtime, id, job)? {
             RequestAnswer::Done(result) => {
@@ -349,9 +372,15 @@ impl EngineInner {
         Box::new(move |record, key_record| {
             let live = runtime.rules();
             match &kind {
-                Kind::Create(create) => {
-                    WriterVerdict::Decided(Ok(decide_create(&live.rules, &id, record, create, now)))
-                }
+                Kind::Create(create) => WriterVerdict::Decided(decide_create_keyed(
+                    &live.rules,
+                    &id,
+                    record,
+                    key_record,
+                    create,
+                    now,
+                    key_retention_ms,
+                )),
                 Kind::Apply {
                     request,
                     fingerprints: (version, fingerprints),

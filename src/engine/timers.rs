@@ -185,7 +185,8 @@ impl EngineInner {
                 Err(error) => {
                     // The definition changed: the request no longer makes sense.
                     tracing::info!(%error, id = timer.id, "dropped a timer whose request is no longer valid");
-                    settled += usize::from(self.drop_timer(&runtime, &stored)?);
+                    self.drop_timer(&runtime, &stored)?;
+                    settled += 1;
                 }
             }
         }
@@ -215,8 +216,11 @@ impl EngineInner {
                     // refused: the timer has fired, with no effect.
                     tracing::debug!(%error, id, "a timer fired with no effect");
                     if let Some(stored) = stored {
-                        settled += usize::from(self.drop_timer(&runtime, &stored)?);
+                        // It may be gone already (disarmed by an earlier
+                        // firing of the same batch): processed either way.
+                        self.drop_timer(&runtime, &stored)?;
                     }
+                    settled += 1;
                 }
             }
         }

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::guard::{GuardInput, GuardScope};
 use crate::machine::{MachineEvent, StateMachine};
 use crate::outcome::{Entity, HistoryEntry, Outcome};
-use crate::request::Request;
+use crate::request::{Create, Request};
 use crate::timers::ScheduledTimer;
 
 /// The typed handle of one machine: create entities, request transitions, read
@@ -66,11 +66,28 @@ impl<M: StateMachine> Machine<M> {
         payload: Option<Value>,
         actor: Option<String>,
     ) -> Result<Outcome<M>> {
-        let record = self
-            .engine
-            .inner
-            .create(&self.runtime, id, CreateSpec { payload, actor })?;
+        let record = self.engine.inner.create(
+            &self.runtime,
+            id,
+            CreateSpec {
+                payload,
+                actor,
+                ..CreateSpec::default()
+            },
+        )?;
         Outcome::from_record(record)
+    }
+
+    /// Creates entity `id` with options: an idempotency key (a retry replays
+    /// the original creation), a payload, an actor; see [`Create`].
+    pub fn create_request(&self, id: &str, create: Create) -> Result<Outcome<M>> {
+        let key = create.spec.stored_key();
+        let record = self.engine.inner.create(&self.runtime, id, create.spec)?;
+        let replay_key = key.filter(|_| record.replay);
+        Outcome::from_record(record).map_err(|error| match replay_key {
+            Some(key) => relocate(error, "keys", self.name(), &key),
+            None => relocate(error, "entities", self.name(), id.as_bytes()),
+        })
     }
 
     /// Moves entity `id` to `state` (a no-op if it is there already).

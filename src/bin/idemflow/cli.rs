@@ -67,6 +67,11 @@ Examples:
   idemflow migrate --db ./orders-db          # every machine
   idemflow migrate --db ./orders-db ticket";
 
+const TIMERS_EXAMPLES: &str = "\
+Examples:
+  idemflow timers --db ./orders-db
+  idemflow timers --db ./orders-db invoice --limit 100 --json";
+
 const PURGE_EXAMPLES: &str = "\
 Examples:
   idemflow purge-keys --db ./orders-db";
@@ -126,6 +131,9 @@ pub enum Command {
     /// Finish migrating entities stored under former (aliased) state names, with progress.
     #[command(after_help = MIGRATE_EXAMPLES)]
     Migrate(MigrateArgs),
+    /// List pending timers (declared timeouts and scheduled requests) by due time.
+    #[command(after_help = TIMERS_EXAMPLES)]
+    Timers(TimersArgs),
     /// Delete expired idempotency keys of every machine.
     #[command(after_help = PURGE_EXAMPLES)]
     PurgeKeys(PurgeKeysArgs),
@@ -193,6 +201,20 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     } else {
         Err(format!("{rate} is not between 0 and 1"))
     }
+}
+
+/// Arguments of `timers`.
+#[derive(Debug, Args)]
+pub struct TimersArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Only this machine's timers.
+    pub machine: Option<String>,
+    /// How many timers to list, earliest first.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub json: JsonArg,
 }
 
 /// Arguments of `definitions`.

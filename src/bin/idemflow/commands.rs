@@ -39,7 +39,8 @@ pub fn open_existing(dir: &Path) -> CliResult<Engine> {
             dir.display()
         )));
     }
-    Ok(Engine::open(dir)?)
+    // Tools inspect and drive a database; they never fire its timers on the side.
+    Ok(Engine::builder().timers(false).open(dir)?)
 }
 
 /// Writes `text` to stdout; a closed pipe (`| head`) is not an error.

@@ -13,6 +13,7 @@ mod commands;
 mod demo;
 mod evolution;
 mod render;
+mod timers;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -71,6 +72,7 @@ fn main() -> ExitCode {
         Command::Outbox(args) => commands::outbox(&args),
         Command::Definitions(args) => evolution::definitions(&args),
         Command::Migrate(args) => evolution::migrate(&args),
+        Command::Timers(args) => timers::timers(&args),
         Command::PurgeKeys(args) => commands::purge_keys(&args),
         Command::Create(args) => commands::create(&args),
         Command::Apply(args) => commands::apply(&args),
