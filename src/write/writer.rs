@@ -111,10 +111,13 @@ impl Drop for PendingSync {
     }
 }
 
+/// An answer built once the group's sync is known (`Err`: what failed).
+type AnswerOnSync = Box<dyn FnOnce(std::result::Result<(), &str>) -> Answer + Send>;
+
 /// An answer, given now or once the group's sync is known.
 enum Pending {
     Ready(Answer),
-    OnSync(Box<dyn FnOnce(std::result::Result<(), &str>) -> Answer + Send>),
+    OnSync(AnswerOnSync),
 }
 
 /// Answers that wait for one sync (or for none).
