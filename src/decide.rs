@@ -290,6 +290,17 @@ pub(crate) fn check_request(
     request: &RequestSpec,
 ) -> Result<()> {
     limits.check_request(id, request)?;
+    if request.key.is_some() {
+        // A keyed request's names are checked after its key: a retry of a
+        // request whose state or event a later definition dropped replays.
+        return Ok(());
+    }
+    check_names(rules, request)
+}
+
+/// The request's state or event name is one the machine knows (a current
+/// name or an alias); else `InvalidInput`.
+fn check_names(rules: &MachineRules, request: &RequestSpec) -> Result<()> {
     match &request.target {
         Target::To(state) if rules.state(state).is_none() => Err(Error::invalid_input(
             InputField::State,
@@ -328,6 +339,9 @@ pub(crate) fn decide(input: &DecisionInput<'_>) -> Result<Decision> {
             });
         }
     }
+
+    // Names (for a keyed request: checked after its key, see check_request).
+    check_names(rules, request)?;
 
     // 3. Existence.
     let Some(record) = input.record else {

@@ -33,8 +33,11 @@
 //! - new databases use 8 MiB segments, so no page within idemflow's default
 //!   limits reaches the blob threshold (a quarter of a segment).
 
+mod empty;
+mod evolution;
 mod files;
 mod machine;
+mod timers;
 mod writer;
 
 use std::collections::HashMap;
@@ -279,7 +282,7 @@ impl Store for SledStore {
     fn machine(&self, machine: &str) -> Result<Arc<dyn MachineStore>> {
         match self.shared.existing_machine(machine)? {
             Some(store) => Ok(store),
-            None => Ok(Arc::new(machine::EmptyMachine)),
+            None => Ok(Arc::new(empty::EmptyMachine)),
         }
     }
 
