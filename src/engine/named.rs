@@ -9,6 +9,7 @@ use crate::decide::{CreateSpec, NamedGuardInput};
 use crate::error::{Error, InputField, Result};
 use crate::guard::GuardScope;
 use crate::machine::MachineDef;
+use crate::observe::{self, Call, Subject};
 use crate::outcome::{EntityRecord, HistoryRecord, OutcomeRecord};
 use crate::request::{Create, NamedRequest};
 use crate::timers::ScheduledTimer;
@@ -103,29 +104,38 @@ impl NamedMachine {
 
     /// The entity's stored record, if it exists.
     pub fn get(&self, id: &str) -> Result<Option<EntityRecord>> {
-        self.engine.inner.limits.check_id(id)?;
-        let record = self.settled(self.runtime.store.get(id))?;
-        // A record not yet migrated after a rename reads as the current name.
-        Ok(record.map(|mut record| {
-            let live = self.runtime.rules();
-            let current = live.rules.canonical_state(&record.state);
-            if current != record.state {
-                record.state = current.to_owned();
-            }
-            record
-        }))
+        observe::call(Call::Get, Subject::entity(self.runtime.name(), id), || {
+            self.engine.inner.limits.check_id(id)?;
+            let record = self.settled(self.runtime.store.get(id))?;
+            // A record not yet migrated after a rename reads as the current name.
+            Ok(record.map(|mut record| {
+                let live = self.runtime.rules();
+                let current = live.rules.canonical_state(&record.state);
+                if current != record.state {
+                    record.state = current.to_owned();
+                }
+                record
+            }))
+        })
     }
 
     /// The entity's history, oldest first.
     pub fn history(&self, id: &str) -> Result<Vec<HistoryRecord>> {
-        self.engine.inner.limits.check_id(id)?;
-        self.settled(self.runtime.store.history(id))
+        observe::call(Call::History, Subject::entity(self.runtime.name(), id), || {
+            self.engine.inner.limits.check_id(id)?;
+            self.settled(self.runtime.store.history(id))
+        })
     }
 
     /// Up to `limit` ids in the state named `state` after `after`, in id order.
     /// Entities still stored under a former name of the state (a rename the
     /// engine is migrating) are included.
     pub fn in_state(&self, state: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let at = Subject::machine(self.runtime.name());
+        observe::call(Call::InState, at, || self.ids_in_state(state, after, limit))
+    }
+
+    fn ids_in_state(&self, state: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         self.check_state(state)?;
         let live = self.runtime.rules();
         let names = live.rules.state_names(live.rules.canonical_state(state));
@@ -144,6 +154,11 @@ impl NamedMachine {
     /// Every state with its number of entities, in declaration order
     /// (entities under a former name count for the current one).
     pub fn count_by_state(&self) -> Result<Vec<(String, u64)>> {
+        let at = Subject::machine(self.runtime.name());
+        observe::call(Call::CountByState, at, || self.counts_by_state())
+    }
+
+    fn counts_by_state(&self) -> Result<Vec<(String, u64)>> {
         let live = self.runtime.rules();
         let counts = live
             .rules

@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::decide::Decision;
 use crate::durability::Durability;
 use crate::error::{Error, Result};
+use crate::observe;
 use crate::store::{StoreRequest, StoreWriter};
 use crate::testing::{Faults, SyncFault};
 
@@ -170,6 +171,7 @@ impl WriterLoop {
             })
             .collect();
         self.marks.tracker.begin_commit();
+        let started = Instant::now();
         let executed = catch_unwind(AssertUnwindSafe(|| self.store.execute(&requests)));
         drop(requests);
         let decisions = match executed {
@@ -210,6 +212,11 @@ impl WriterLoop {
             Durability::Immediate => self.sync(),
             Durability::Buffered => Ok(()),
         };
+        let events = decisions
+            .iter()
+            .filter(|decision| matches!(decision, Ok(Decision::Apply(_))))
+            .count();
+        observe::batch_committed(batch.len(), started.elapsed(), events);
         for (((job, ticket), decision), needs_caller) in
             batch.into_iter().zip(decisions).zip(needs_caller)
         {
@@ -270,6 +277,9 @@ impl WriterLoop {
             None => store.sync().map_err(|error| error.to_string()),
         }))
         .unwrap_or_else(|panic| Err(format!("the sync panicked: {}", panic_message(&*panic))));
+        if let Err(reason) = &result {
+            observe::sync_failed(reason);
+        }
         if result.is_ok() {
             self.dirty = false;
             self.unsynced_bytes = 0;
@@ -357,7 +367,8 @@ impl WriterLoop {
         let more = match round {
             Ok(Ok(round)) => {
                 for error in &round.corrupt {
-                    tracing::warn!(%error, "skipped an unreadable idempotency key record while purging");
+                    let error = observe::loggable(error);
+                    tracing::warn!(error, "skipped an unreadable idempotency key record while purging");
                 }
                 round.more
             }
@@ -391,6 +402,7 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
 }
 
 fn commit_unknown(job: &RequestJob, reason: &str) -> Error {
+    observe::commit_unknown(&job.machine);
     Error::CommitUnknown {
         machine: job.machine.clone(),
         id: job.id.clone(),
