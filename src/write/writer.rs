@@ -348,7 +348,10 @@ impl WriterLoop {
         };
         if moved > 0 {
             self.dirty = true;
-            tracing::info!(moved, "migrated entities from former state names");
+            tracing::info!(
+                moved,
+                "migration: moved entities from former state names to their current ones"
+            );
             if self.config.durability == Durability::Immediate {
                 let _ = self.sync();
             }
