@@ -66,6 +66,49 @@ pub const TIMERS_FIRED_TOTAL: &str = "idemflow_timers_fired_total";
 /// [`Error::CommitUnknown`] (their change may or may not be durable).
 pub const COMMIT_UNKNOWN_TOTAL: &str = "idemflow_commit_unknown_total";
 
+/// Describes every metric of the engine (its unit and meaning) to the
+/// installed recorder, for exporters that show descriptions (Prometheus'
+/// `# HELP`). Call it once, after installing a recorder; without one it
+/// does nothing.
+pub fn describe_metrics() {
+    use metrics::Unit;
+    metrics::describe_counter!(
+        REQUESTS_TOTAL,
+        Unit::Count,
+        "create and apply requests, by machine and outcome (applied, noop, replay, or the error kind)"
+    );
+    metrics::describe_histogram!(
+        COMMIT_SECONDS,
+        Unit::Seconds,
+        "one batch's commit: its transaction and, under Immediate durability, its sync"
+    );
+    metrics::describe_histogram!(
+        BATCH_SIZE,
+        Unit::Count,
+        "requests committed together in one transaction"
+    );
+    metrics::describe_gauge!(
+        OUTBOX_PENDING,
+        Unit::Count,
+        "outbox events not yet acknowledged, as this process knows it"
+    );
+    metrics::describe_gauge!(
+        TIMERS_DUE,
+        Unit::Count,
+        "timers the latest round of firing found due"
+    );
+    metrics::describe_counter!(
+        TIMERS_FIRED_TOTAL,
+        Unit::Count,
+        "timers fired, by machine and outcome"
+    );
+    metrics::describe_counter!(
+        COMMIT_UNKNOWN_TOTAL,
+        Unit::Count,
+        "requests answered CommitUnknown (retry them with the same key), by machine"
+    );
+}
+
 /// The calls that get a span.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Call {
@@ -331,15 +374,25 @@ pub(crate) fn migrated(machine: &str, from: &str, to: &str, moved: u64) {
     );
 }
 
-/// A new version of a machine's definition was stored.
+/// A version of a machine's definition was stored: the first one, or a
+/// new one (a change of the machine).
 pub(crate) fn definition_stored(machine: &str, version: u64, changes: usize) {
-    tracing::info!(
-        target: "idemflow",
-        machine,
-        version,
-        changes,
-        "migration: stored a new version of the machine's definition"
-    );
+    if version <= 1 {
+        tracing::debug!(
+            target: "idemflow",
+            machine,
+            version,
+            "stored the machine's definition"
+        );
+    } else {
+        tracing::info!(
+            target: "idemflow",
+            machine,
+            version,
+            changes,
+            "migration: stored a new version of the machine's definition"
+        );
+    }
 }
 
 /// What a call's span records of its result.

@@ -31,6 +31,7 @@
 //! | `GET /orders/{id}`, `GET /orders/{id}/history` | 200, 304 |
 //! | `GET /machines/order/graph.dot`, `.svg` (`?counts=false`: no heat map) | 200 |
 //! | `GET /openapi.json` | 200, the OpenAPI 3.1 document |
+//! | `GET /metrics` | 200, the engine's metrics (Prometheus text format) |
 //!
 //! - **Who**: the `/orders` routes need `Authorization: Bearer <token>`; the
 //!   token maps to a client id (`IDEMFLOW_HTTP_TOKENS="tok=client,..."`,
@@ -43,11 +44,11 @@
 //!   body with `Idempotency-Replayed: true`; another request with the key: 422.
 //!   A duplicate arriving while the first is in flight waits for it (the
 //!   engine decides one request per entity at a time, atomically) and replays.
-//! - **Keyed creation**: the engine's `create` takes no key, so a keyed
-//!   `POST /orders/{id}` records the key in history entry 1 (payload
-//!   `{"idempotency_key": key}`, actor the client); a retry by that client
-//!   with that key finds it there and replays the 201. Restart-safe; nothing
-//!   is kept in memory.
+//! - **Keyed creation**: a keyed `POST /orders/{id}` is the engine's keyed
+//!   creation (`Create::new().key(k).scope(client)`): a retry replays the
+//!   original 201 and body from the key record, which is on disk
+//!   (restart-safe) for the key retention (24 h); the key is bound to the
+//!   creation like any request's (reused for something else: 422).
 //! - **Preconditions** (RFC 9110 section 13): `ETag: "<version>"`;
 //!   `If-Match` (`*` or a list, strong comparison: `"02"` and `W/"2"` never
 //!   match) is the expected version; `If-None-Match` (weak comparison) makes
@@ -58,17 +59,26 @@
 //!   body, 404, 405, 413, 415): `InvalidInput` 400, `Unauthorized` 401,
 //!   `NotFound` 404, `InvalidTransition`/`GuardRejected` 409,
 //!   `VersionConflict`/`PreconditionFailed` 412, `KeyReused` 422,
+//!   `CommitUnknown` 503 with `Retry-After` (retry with the same key),
 //!   `GraphvizMissing`/`Locked` 503, others 500.
+//! - **Observability**: logs and spans through `tracing-subscriber` on
+//!   stderr (`RUST_LOG`, default `info`; every request is a span `http`
+//!   around the engine's own spans), and the engine's metrics in the
+//!   Prometheus text format at `GET /metrics` (public, like the graphs).
 //!
 //! A guard refuses a payment without a positive integer `amount` in its payload.
 //!
-//! Engine calls block (on disk I/O under `Durability::Immediate`), so every
-//! one runs on tokio's blocking pool through `spawn_blocking`.
+//! Engine calls block (on disk I/O under `Durability::Immediate`), so the
+//! service uses the engine's async handle (`NamedAsyncMachine`, feature
+//! `tokio`), which runs them on tokio's blocking pool. A request whose
+//! client goes away still commits (dropping its future does not cancel
+//! it): the client's retry with the same key gets the original answer.
 
 mod auth;
 mod bodies;
 mod graphs;
 mod headers;
+mod observe;
 mod openapi;
 mod orders;
 mod problem;
@@ -82,10 +92,10 @@ use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{middleware, Router};
-use idemflow::{Engine, Machine, StateMachine};
+use idemflow::{AsyncMachine, Engine, NamedAsyncMachine, StateMachine};
 
 use crate::auth::Tokens;
-use crate::problem::ApiError;
+use crate::observe::Metrics;
 
 /// The life of an order in a shop.
 #[derive(StateMachine, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -117,13 +127,16 @@ pub const MAX_BODY_BYTES: usize = 128 * 1024;
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    orders: Machine<OrderState>,
+    /// The order machine's async handle, by name (the routes speak names).
+    orders: NamedAsyncMachine,
     tokens: Tokens,
     openapi: Arc<str>,
+    metrics: Metrics,
 }
 
-/// The service's routes over an engine (the order machine is registered on it).
-pub fn router(engine: &Engine, tokens: Tokens) -> idemflow::Result<Router> {
+/// The service's routes over an engine (the order machine is registered on
+/// it; this blocks while its definition is stored, so call it at start-up).
+pub fn router(engine: &Engine, tokens: Tokens, metrics: Metrics) -> idemflow::Result<Router> {
     let orders = engine.machine::<OrderState>()?;
     orders.guard_to(OrderState::Paid, |input| {
         match input
@@ -135,9 +148,10 @@ pub fn router(engine: &Engine, tokens: Tokens) -> idemflow::Result<Router> {
         }
     });
     let state = AppState {
-        orders,
+        orders: AsyncMachine::from(orders).named(),
         tokens,
         openapi: openapi::document().into(),
+        metrics,
     };
     Ok(Router::new()
         .route(
@@ -149,9 +163,11 @@ pub fn router(engine: &Engine, tokens: Tokens) -> idemflow::Result<Router> {
         .route("/machines/{machine}/graph.dot", get(graphs::graph_dot))
         .route("/machines/{machine}/graph.svg", get(graphs::graph_svg))
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(observe::metrics))
         .fallback(problem::route_not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(problem::problems_only))
+        .layer(middleware::from_fn(observe::request_span))
         .with_state(state))
 }
 
@@ -165,21 +181,6 @@ async fn openapi_json(
     )
 }
 
-/// Runs a blocking engine call on tokio's blocking pool.
-async fn blocking<T, F>(call: F) -> Result<T, ApiError>
-where
-    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::task::spawn_blocking(call)
-        .await
-        .unwrap_or_else(|error| {
-            Err(ApiError::internal(format!(
-                "the engine call failed: {error}"
-            )))
-        })
-}
-
 /// `ETag: "<version>"`: a strong tag, the version in decimal.
 fn etag(version: u64) -> (HeaderName, HeaderValue) {
     let value = HeaderValue::from_str(&format!("\"{version}\""))
@@ -189,6 +190,8 @@ fn etag(version: u64) -> (HeaderName, HeaderValue) {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    observe::init_logging();
+    let metrics = Metrics::install()?;
     let mut args = std::env::args().skip(1);
     let address: SocketAddr = args
         .next()
@@ -211,7 +214,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(dir) => Engine::open(dir)?,
         None => Engine::temporary()?,
     };
-    let app = router(&engine, tokens)?;
+    let app = router(&engine, tokens, metrics)?;
     let listener = tokio::net::TcpListener::bind(address).await?;
     println!("listening on http://{}", listener.local_addr()?);
     std::io::stdout().flush()?;
