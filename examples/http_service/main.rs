@@ -225,3 +225,101 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The service end to end over a real socket, on an engine whose syncs
+    //! fail when the test says so: an unknown outcome is a 503 that tells
+    //! the client to retry with the same key, and the retry gets the
+    //! original answer.
+
+    use std::io::{Read, Write};
+
+    use idemflow::testing::Faults;
+
+    use super::*;
+
+    /// Sends one HTTP/1.1 request and returns the status, the headers (lower
+    /// case) and the body.
+    fn send(address: SocketAddr, request: String) -> (u16, Vec<(String, String)>, String) {
+        let mut stream = std::net::TcpStream::connect(address).expect("connect");
+        stream.write_all(request.as_bytes()).expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let headers = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_owned()))
+            .collect();
+        (status, headers, body.to_owned())
+    }
+
+    fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .find(|(found, _)| found == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unknown_outcome_is_a_503_and_the_retry_replays() {
+        let faults = Faults::new();
+        let engine = Engine::builder().faults(faults.clone()).temporary().unwrap();
+        let tokens = Tokens::parse("tok=client").unwrap();
+        let app = router(&engine, tokens, Metrics::install().unwrap()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let create = format!(
+            "POST /orders/o-1 HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer tok\r\n\
+             Idempotency-Key: \"new-o-1\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+
+        faults.fail_next_syncs(1);
+        let request = create.clone();
+        let (status, headers, body) = tokio::task::spawn_blocking(move || send(address, request))
+            .await
+            .unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(header(&headers, "retry-after"), Some("1"));
+        assert_eq!(
+            header(&headers, "content-type"),
+            Some(problem::PROBLEM_JSON)
+        );
+        let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(problem["kind"], "CommitUnknown");
+        assert_eq!(problem["status"], 503);
+        assert!(problem["type"]
+            .as_str()
+            .is_some_and(|uri| uri.ends_with("#problem-commitunknown")));
+        assert!(problem["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("same Idempotency-Key")));
+
+        // The commit was made: the retry with the same key replays its 201.
+        let (status, headers, body) = tokio::task::spawn_blocking(move || send(address, create))
+            .await
+            .unwrap();
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(header(&headers, "idempotency-replayed"), Some("true"));
+        assert_eq!(header(&headers, "etag"), Some("\"1\""));
+
+        let scrape = format!(
+            "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        );
+        let (status, _, text) = tokio::task::spawn_blocking(move || send(address, scrape))
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            text.contains("idemflow_commit_unknown_total{machine=\"order\"} 1"),
+            "{text}"
+        );
+    }
+}
