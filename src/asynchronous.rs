@@ -495,11 +495,14 @@ mod tests {
 
     #[test]
     fn a_panicking_write_task_is_commit_unknown() {
-        let result: Result<()> = runtime().block_on(run(Failure::write("order", "o-1"), || {
-            panic!("boom")
-        }));
+        let result: Result<()> =
+            runtime().block_on(run(Failure::write("order", "o-1"), || panic!("boom")));
         match result {
-            Err(Error::CommitUnknown { machine, id, reason }) => {
+            Err(Error::CommitUnknown {
+                machine,
+                id,
+                reason,
+            }) => {
                 assert_eq!((machine.as_str(), id.as_str()), ("order", "o-1"));
                 assert!(reason.contains("panicked"), "{reason}");
             }

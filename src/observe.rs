@@ -266,7 +266,9 @@ fn error_event(at: Subject<'_>, error: &Error) {
 pub(crate) fn loggable(error: &Error) -> String {
     match error {
         Error::KeyReused { machine, .. } => {
-            format!("an idempotency key of machine {machine} was already used for a different request")
+            format!(
+                "an idempotency key of machine {machine} was already used for a different request"
+            )
         }
         Error::Corrupt { tree, reason, .. } => {
             format!("corrupt data in tree {tree:?}: {reason}")

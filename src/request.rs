@@ -583,10 +583,10 @@ fn has_legacy_numbers(value: &Value) -> bool {
     let mut stack = vec![value];
     while let Some(value) = stack.pop() {
         match value {
-            Value::Number(number) => {
-                if number.is_f64() && number_text(number) != number.to_string() {
-                    return true;
-                }
+            Value::Number(number)
+                if number.is_f64() && number_text(number) != number.to_string() =>
+            {
+                return true;
             }
             Value::Array(items) => stack.extend(items),
             Value::Object(map) => stack.extend(map.values()),
@@ -728,12 +728,20 @@ mod tests {
         assert_eq!(Fingerprint::of("o-1", &with_payload("[5e-1]")), half);
         assert_eq!(Fingerprint::of("o-1", &with_payload("[0.50]")), half);
         // Different amounts stay different.
-        for other in [r#"{"amount":2}"#, r#"{"amount":1.5}"#, r#"{"amount":-1}"#, r#"{"amount":"1"}"#] {
+        for other in [
+            r#"{"amount":2}"#,
+            r#"{"amount":1.5}"#,
+            r#"{"amount":-1}"#,
+            r#"{"amount":"1"}"#,
+        ] {
             assert_ne!(Fingerprint::of("o-1", &with_payload(other)), one, "{other}");
         }
         // Large integers: exact as integers; an integral float reads as its integer.
         let big = Fingerprint::of("o-1", &with_payload("[18446744073709551615]"));
-        assert_ne!(Fingerprint::of("o-1", &with_payload("[18446744073709551614]")), big);
+        assert_ne!(
+            Fingerprint::of("o-1", &with_payload("[18446744073709551614]")),
+            big
+        );
         assert_eq!(
             Fingerprint::of("o-1", &with_payload("[-9007199254740992]")),
             Fingerprint::of("o-1", &with_payload("[-9007199254740992.0]"))
@@ -748,10 +756,22 @@ mod tests {
     #[test]
     fn the_former_number_encoding_is_a_variant_only_where_it_differs() {
         // Integers and non-integral floats were encoded the same way before.
-        for text in [r#"{"amount":1}"#, r#"{"amount":0.5}"#, r#"{"a":[1,2,{"b":-3}]}"#, "null"] {
+        for text in [
+            r#"{"amount":1}"#,
+            r#"{"amount":0.5}"#,
+            r#"{"a":[1,2,{"b":-3}]}"#,
+            "null",
+        ] {
             let request = with_payload(text);
-            assert_eq!(Fingerprint::variants("o-1", &request), vec![Fingerprint::of("o-1", &request)], "{text}");
-            assert_eq!(Fingerprint::encoded("o-1", &request, Numbers::Legacy), Fingerprint::of("o-1", &request));
+            assert_eq!(
+                Fingerprint::variants("o-1", &request),
+                vec![Fingerprint::of("o-1", &request)],
+                "{text}"
+            );
+            assert_eq!(
+                Fingerprint::encoded("o-1", &request, Numbers::Legacy),
+                Fingerprint::of("o-1", &request)
+            );
         }
         // An integral float (`1.0`) had a fingerprint of its own: it comes second.
         for text in [r#"{"amount":1.0}"#, r#"{"a":[1,{"b":-0.0}]}"#, "[2e0]"] {
@@ -759,14 +779,20 @@ mod tests {
             let variants = Fingerprint::variants("o-1", &request);
             assert_eq!(variants.len(), 2, "{text}");
             assert_eq!(variants[0], Fingerprint::of("o-1", &request));
-            assert_eq!(variants[1], Fingerprint::encoded("o-1", &request, Numbers::Legacy));
+            assert_eq!(
+                variants[1],
+                Fingerprint::encoded("o-1", &request, Numbers::Legacy)
+            );
             assert_ne!(variants[0], variants[1]);
         }
     }
 
     #[test]
     fn a_key_stored_before_numbers_were_canonical_still_replays() {
-        use crate::decide::{decide, decide_create_keyed, no_guards, Decision, DecisionInput, KeyRecord, MachineRules};
+        use crate::decide::{
+            decide, decide_create_keyed, no_guards, Decision, DecisionInput, KeyRecord,
+            MachineRules,
+        };
         use crate::outcome::{EntityRecord, OutcomeRecord};
 
         let rules = MachineRules::new(
@@ -813,7 +839,13 @@ mod tests {
             guard: &no_guards,
         })
         .unwrap();
-        assert_eq!(decision, Decision::Replay(OutcomeRecord { replay: true, ..original.clone() }));
+        assert_eq!(
+            decision,
+            Decision::Replay(OutcomeRecord {
+                replay: true,
+                ..original.clone()
+            })
+        );
 
         // A keyed creation stored before the change replays too.
         let create = crate::decide::CreateSpec {
@@ -828,9 +860,23 @@ mod tests {
             expires_at: 1000,
             outcome: original.clone(),
         };
-        let decision =
-            decide_create_keyed(&rules, "o-1", Some(&record), Some(&stored), &create, 100, 1000).unwrap();
-        assert_eq!(decision, Decision::Replay(OutcomeRecord { replay: true, ..original }));
+        let decision = decide_create_keyed(
+            &rules,
+            "o-1",
+            Some(&record),
+            Some(&stored),
+            &create,
+            100,
+            1000,
+        )
+        .unwrap();
+        assert_eq!(
+            decision,
+            Decision::Replay(OutcomeRecord {
+                replay: true,
+                ..original
+            })
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Helpers for tests: a clock the test moves, faults the test injects, and
-//! (feature `testing`) [`check_machine`], a property test of your own
+//! (feature `testing`) `check_machine`, a property test of your own
 //! machine against a reference model of the spec.
 //!
 //! ```

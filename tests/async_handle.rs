@@ -32,19 +32,37 @@ async fn async_handle_mirrors_the_blocking_one() {
     assert!(created.was_created());
     assert!(orders.create("o-1").await.unwrap().was_noop());
     let keyed = Create::new().key("new-o-2").payload(json!({"total": 3}));
-    assert!(orders.create_request("o-2", keyed.clone()).await.unwrap().was_created());
-    assert!(orders.create_request("o-2", keyed).await.unwrap().is_replay());
+    assert!(orders
+        .create_request("o-2", keyed.clone())
+        .await
+        .unwrap()
+        .was_created());
+    assert!(orders
+        .create_request("o-2", keyed)
+        .await
+        .unwrap()
+        .is_replay());
     orders
         .create_with("o-3", Some(json!({"note": "x"})), Some("alice".into()))
         .await
         .unwrap();
 
     assert_eq!(
-        orders.fire("o-1", OrderEvent::Submit).await.unwrap().state(),
+        orders
+            .fire("o-1", OrderEvent::Submit)
+            .await
+            .unwrap()
+            .state(),
         OrderState::Submitted
     );
-    let pay = Request::to(OrderState::Paid).key("pay-o-1").expect_version(2);
-    assert!(orders.apply("o-1", pay.clone()).await.unwrap().was_applied());
+    let pay = Request::to(OrderState::Paid)
+        .key("pay-o-1")
+        .expect_version(2);
+    assert!(orders
+        .apply("o-1", pay.clone())
+        .await
+        .unwrap()
+        .was_applied());
     assert!(orders.apply("o-1", pay).await.unwrap().is_replay());
     assert!(orders
         .transition("o-1", OrderState::Paid)
@@ -54,7 +72,10 @@ async fn async_handle_mirrors_the_blocking_one() {
     let stale = orders
         .apply("o-1", Request::to(OrderState::Shipped).expect_version(1))
         .await;
-    assert!(matches!(stale, Err(Error::VersionConflict { actual: 3, .. })));
+    assert!(matches!(
+        stale,
+        Err(Error::VersionConflict { actual: 3, .. })
+    ));
     assert!(matches!(
         orders.fire("nobody", OrderEvent::Submit).await,
         Err(Error::NotFound { .. })
@@ -88,7 +109,9 @@ async fn async_handle_mirrors_the_blocking_one() {
         .schedule(
             "o-2",
             Duration::from_secs(60),
-            Request::fire(OrderEvent::Cancel).key("cancel-o-2").scope("shop-1"),
+            Request::fire(OrderEvent::Cancel)
+                .key("cancel-o-2")
+                .scope("shop-1"),
         )
         .await
         .unwrap();
@@ -120,7 +143,13 @@ async fn named_async_handle_mirrors_the_named_one() {
     assert_eq!(doors.definition().name, "door");
     assert!(doors.create("front").await.unwrap().applied);
     let keyed = Create::new().key("new-back").scope("tenant-a");
-    assert!(!doors.create_request("back", keyed.clone()).await.unwrap().replay);
+    assert!(
+        !doors
+            .create_request("back", keyed.clone())
+            .await
+            .unwrap()
+            .replay
+    );
     assert!(doors.create_request("back", keyed).await.unwrap().replay);
     doors
         .create_with("side", None, Some("bob".into()))
@@ -144,7 +173,11 @@ async fn named_async_handle_mirrors_the_named_one() {
         vec![("closed".to_owned(), 2), ("open".to_owned(), 1)]
     );
     let timer = doors
-        .schedule("back", Duration::from_secs(5), NamedRequest::fire("open").key("later"))
+        .schedule(
+            "back",
+            Duration::from_secs(5),
+            NamedRequest::fire("open").key("later"),
+        )
         .await
         .unwrap();
     assert_eq!(timer.id, "back");

@@ -1053,10 +1053,15 @@ fn openapi_document_is_served() {
 /// requests by machine and outcome, commit latency, batch sizes, the outbox.
 #[test]
 fn metrics_are_served_for_prometheus() {
-    let _watchdog = watchdog("metrics_are_served_for_prometheus", Duration::from_secs(240));
+    let _watchdog = watchdog(
+        "metrics_are_served_for_prometheus",
+        Duration::from_secs(240),
+    );
     let server = Server::start();
     let key = ("Idempotency-Key", "\"create-m-1\"");
-    server.create_with("m-1", &[key]).assert_ok(StatusCode::CREATED, "\"1\"");
+    server
+        .create_with("m-1", &[key])
+        .assert_ok(StatusCode::CREATED, "\"1\"");
     assert!(server.create_with("m-1", &[key]).replayed);
     server
         .transition("m-1", r#"{"event": "pay"}"#, None, None)

@@ -145,7 +145,9 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The global subscriber and recorder of this binary, installed once.
@@ -298,9 +300,8 @@ fn every_call_has_a_span_with_its_outcome_and_no_secret() {
     engine.purge_keys().unwrap();
 
     let spans = spans_of("obs_order");
-    let named = |name: &str| -> Vec<&SpanSeen> {
-        spans.iter().filter(|span| span.name == name).collect()
-    };
+    let named =
+        |name: &str| -> Vec<&SpanSeen> { spans.iter().filter(|span| span.name == name).collect() };
     for name in [
         "install",
         "create",
@@ -317,14 +318,25 @@ fn every_call_has_a_span_with_its_outcome_and_no_secret() {
         assert!(named(name).iter().all(|span| span.target == "idemflow"));
     }
     let (all, _) = everything();
-    for name in ["run_due_timers", "outbox_pending", "outbox_ack", "purge_keys"] {
+    for name in [
+        "run_due_timers",
+        "outbox_pending",
+        "outbox_ack",
+        "purge_keys",
+    ] {
         assert!(all.iter().any(|span| span.name == name), "no {name} span");
     }
 
     // Requests: outcome, version, whether a key was given.
     let outcomes: Vec<(Option<&str>, Option<&str>, Option<&str>)> = named("apply")
         .iter()
-        .map(|span| (field(span, "outcome"), field(span, "version"), field(span, "key")))
+        .map(|span| {
+            (
+                field(span, "outcome"),
+                field(span, "version"),
+                field(span, "key"),
+            )
+        })
         .collect();
     assert_eq!(
         outcomes,
@@ -338,7 +350,13 @@ fn every_call_has_a_span_with_its_outcome_and_no_secret() {
     );
     let creates: Vec<_> = named("create")
         .iter()
-        .map(|span| (field(span, "outcome"), field(span, "id"), field(span, "key")))
+        .map(|span| {
+            (
+                field(span, "outcome"),
+                field(span, "id"),
+                field(span, "key"),
+            )
+        })
         .collect();
     assert_eq!(
         creates,
@@ -351,9 +369,15 @@ fn every_call_has_a_span_with_its_outcome_and_no_secret() {
         .iter()
         .map(|span| (field(span, "outcome"), field(span, "version")))
         .collect();
-    assert_eq!(gets, vec![(Some("found"), Some("2")), (Some("absent"), None)]);
+    assert_eq!(
+        gets,
+        vec![(Some("found"), Some("2")), (Some("absent"), None)]
+    );
     assert_eq!(field(named("history")[0], "count"), Some("2"));
-    assert_eq!(field(named("cancel_scheduled")[0], "outcome"), Some("cancelled"));
+    assert_eq!(
+        field(named("cancel_scheduled")[0], "outcome"),
+        Some("cancelled")
+    );
 
     // Events: the conflicts (in their request's span), the timer firing.
     for conflict in [
@@ -363,18 +387,37 @@ fn every_call_has_a_span_with_its_outcome_and_no_secret() {
         let event = everything()
             .1
             .into_iter()
-            .find(|event| event.fields.get("message").is_some_and(|m| m.contains(conflict)))
+            .find(|event| {
+                event
+                    .fields
+                    .get("message")
+                    .is_some_and(|m| m.contains(conflict))
+            })
             .unwrap_or_else(|| panic!("no event {conflict:?}"));
         assert_eq!(event.span.as_deref(), Some("apply"));
-        assert_eq!(event.fields.get("machine").map(String::as_str), Some("obs_order"));
+        assert_eq!(
+            event.fields.get("machine").map(String::as_str),
+            Some("obs_order")
+        );
     }
     let fired = everything()
         .1
         .into_iter()
-        .find(|event| event.fields.get("message").is_some_and(|m| m == "fired a timer"))
+        .find(|event| {
+            event
+                .fields
+                .get("message")
+                .is_some_and(|m| m == "fired a timer")
+        })
         .expect("a timer-firing event");
-    assert_eq!(fired.fields.get("machine").map(String::as_str), Some("obs_order"));
-    assert_eq!(fired.fields.get("outcome").map(String::as_str), Some("applied"));
+    assert_eq!(
+        fired.fields.get("machine").map(String::as_str),
+        Some("obs_order")
+    );
+    assert_eq!(
+        fired.fields.get("outcome").map(String::as_str),
+        Some("applied")
+    );
 
     assert_no_secrets();
 }
@@ -391,9 +434,14 @@ fn sync_failures_retries_and_migrations_are_events() {
     let orders = engine.machine::<ObsOrder>().unwrap();
     orders.create("o-2").unwrap();
     faults.fail_next_syncs(1);
-    let submit = Request::fire(ObsOrderEvent::Submit).key(KEY).payload(json!({"card": PAYLOAD}));
+    let submit = Request::fire(ObsOrderEvent::Submit)
+        .key(KEY)
+        .payload(json!({"card": PAYLOAD}));
     let unknown = orders.apply("o-2", submit.clone());
-    assert!(matches!(unknown, Err(Error::CommitUnknown { .. })), "{unknown:?}");
+    assert!(
+        matches!(unknown, Err(Error::CommitUnknown { .. })),
+        "{unknown:?}"
+    );
     assert!(orders.apply("o-2", submit).unwrap().is_replay());
     assert!(has_event("a sync failed"));
     assert!(has_event("outcome unknown"));
@@ -437,7 +485,12 @@ fn sync_failures_retries_and_migrations_are_events() {
     let queue = engine.register(v1).unwrap();
     queue.create("q-1").unwrap();
     queue
-        .apply("q-1", NamedRequest::fire("finish").key(KEY).payload(json!({"card": PAYLOAD})))
+        .apply(
+            "q-1",
+            NamedRequest::fire("finish")
+                .key(KEY)
+                .payload(json!({"card": PAYLOAD})),
+        )
         .unwrap();
     queue.create("q-2").unwrap();
     let v2 = MachineDef::new("obs_evolve", "waiting")
@@ -448,7 +501,9 @@ fn sync_failures_retries_and_migrations_are_events() {
     let queue = engine.register(v2).unwrap();
     while queue.migrate_step().unwrap() > 0 {}
     assert_eq!(queue.pending_migration().unwrap(), 0);
-    assert!(has_event("migration: stored a new version of the machine's definition"));
+    assert!(has_event(
+        "migration: stored a new version of the machine's definition"
+    ));
     assert!(has_event("migration: moved entities"));
 
     assert_no_secrets();
@@ -458,9 +513,12 @@ fn sync_failures_retries_and_migrations_are_events() {
 // Metrics
 // ---------------------------------------------------------------------------
 
+/// Metric values by name and sorted labels.
+type Metrics = BTreeMap<(String, Vec<(String, String)>), DebugValue>;
+
 /// The metrics recorded since the previous snapshot (counters and gauges
 /// are reset by a snapshot), by name and labels.
-fn snapshot() -> BTreeMap<(String, Vec<(String, String)>), DebugValue> {
+fn snapshot() -> Metrics {
     observed()
         .metrics
         .snapshot()
@@ -487,11 +545,7 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     labels
 }
 
-fn counter(
-    metrics: &BTreeMap<(String, Vec<(String, String)>), DebugValue>,
-    name: &str,
-    pairs: &[(&str, &str)],
-) -> u64 {
+fn counter(metrics: &Metrics, name: &str, pairs: &[(&str, &str)]) -> u64 {
     match metrics.get(&(name.to_owned(), labels(pairs))) {
         Some(DebugValue::Counter(count)) => *count,
         None => 0,
@@ -521,7 +575,10 @@ fn metrics_count_requests_commits_outbox_and_timers() {
     let submit = Request::fire(MetricsEvent::Submit).key("submit-m-1");
     orders.apply("m-1", submit.clone()).unwrap();
     orders.apply("m-1", submit).unwrap(); // replay
-    let stale = orders.apply("m-2", Request::to(MetricsOrder::Submitted).expect_version(7));
+    let stale = orders.apply(
+        "m-2",
+        Request::to(MetricsOrder::Submitted).expect_version(7),
+    );
     assert!(matches!(stale, Err(Error::VersionConflict { .. })));
     let outbox = engine.outbox();
     let first = outbox.pending(1).unwrap();
@@ -629,7 +686,10 @@ fn async_calls_run_in_the_callers_span() {
         .collect();
     assert_eq!(
         parents,
-        vec![("create", Some("http_request")), ("apply", Some("http_request"))]
+        vec![
+            ("create", Some("http_request")),
+            ("apply", Some("http_request"))
+        ]
     );
     assert_no_secrets();
 }

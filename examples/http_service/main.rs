@@ -270,7 +270,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unknown_outcome_is_a_503_and_the_retry_replays() {
         let faults = Faults::new();
-        let engine = Engine::builder().faults(faults.clone()).temporary().unwrap();
+        let engine = Engine::builder()
+            .faults(faults.clone())
+            .temporary()
+            .unwrap();
         let tokens = Tokens::parse("tok=client").unwrap();
         let app = router(&engine, tokens, Metrics::install().unwrap()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -310,9 +313,8 @@ mod tests {
         assert_eq!(header(&headers, "idempotency-replayed"), Some("true"));
         assert_eq!(header(&headers, "etag"), Some("\"1\""));
 
-        let scrape = format!(
-            "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-        );
+        let scrape =
+            format!("GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
         let (status, _, text) = tokio::task::spawn_blocking(move || send(address, scrape))
             .await
             .unwrap();

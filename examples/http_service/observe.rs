@@ -68,7 +68,10 @@ impl Metrics {
     )
 )]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], app.metrics.handle.render())
+    (
+        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+        app.metrics.handle.render(),
+    )
 }
 
 /// Middleware: every request runs in a span `http` (method and path), so

@@ -147,7 +147,8 @@ async fn create(
     // engine, which replays it: the original request passed the condition.
     if let Some(condition) = &if_none_match {
         if let Some(record) = orders.get(id).await? {
-            if condition.weak_match(record.version) && !created_with(orders, id, key, client).await?
+            if condition.weak_match(record.version)
+                && !created_with(orders, id, key, client).await?
             {
                 return Err(failed("If-None-Match", id, record.version));
             }
@@ -186,9 +187,9 @@ async fn created_with(
         return Ok(false);
     };
     let history = orders.history(id).await?;
-    Ok(history
-        .first()
-        .is_some_and(|first| first.key.as_deref() == Some(key) && first.actor.as_deref() == Some(client)))
+    Ok(history.first().is_some_and(|first| {
+        first.key.as_deref() == Some(key) && first.actor.as_deref() == Some(client)
+    }))
 }
 
 /// Whether a `Content-Type` is JSON (`application/json`, parameters allowed).
@@ -355,7 +356,10 @@ async fn apply_if_match(
     let mut tried = vec![first];
     loop {
         let version = tried[tried.len() - 1];
-        let next = match orders.apply(id, request.clone().expect_version(version)).await {
+        let next = match orders
+            .apply(id, request.clone().expect_version(version))
+            .await
+        {
             Err(Error::VersionConflict { actual, .. })
                 if candidates.contains(&actual) && !tried.contains(&actual) =>
             {

@@ -377,16 +377,30 @@ mod tests {
         assert_eq!(problem.status, 503);
         assert_eq!(problem.kind, "CommitUnknown");
         assert_eq!(problem.error, message);
-        assert!(problem.type_uri.ends_with("#problem-commitunknown"), "{}", problem.type_uri);
-        assert!(problem.detail.contains("same Idempotency-Key"), "{}", problem.detail);
+        assert!(
+            problem.type_uri.ends_with("#problem-commitunknown"),
+            "{}",
+            problem.type_uri
+        );
+        assert!(
+            problem.detail.contains("same Idempotency-Key"),
+            "{}",
+            problem.detail
+        );
         let response = answer.into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
-            response.headers().get(header::RETRY_AFTER).map(HeaderValue::as_bytes),
+            response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(HeaderValue::as_bytes),
             Some(COMMIT_UNKNOWN_RETRY_AFTER.as_bytes())
         );
         assert_eq!(
-            response.headers().get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
+            response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .map(HeaderValue::as_bytes),
             Some(PROBLEM_JSON.as_bytes())
         );
     }
@@ -398,7 +412,10 @@ mod tests {
             id: "o-9".into(),
         });
         let problem = answer.problem();
-        assert_eq!((problem.status, problem.detail.as_str()), (404, problem.error.as_str()));
+        assert_eq!(
+            (problem.status, problem.detail.as_str()),
+            (404, problem.error.as_str())
+        );
         assert!(answer.headers.is_empty());
     }
 }

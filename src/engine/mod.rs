@@ -282,7 +282,10 @@ impl Engine {
                 let round = store.purge_expired_keys(now, PURGE_BUDGET)?;
                 for error in &round.corrupt {
                     let error = observe::loggable(error);
-                    tracing::warn!(error, "skipped an unreadable idempotency key record while purging");
+                    tracing::warn!(
+                        error,
+                        "skipped an unreadable idempotency key record while purging"
+                    );
                 }
                 let purged = round.purged;
                 *lock(&seen) = Some(round);

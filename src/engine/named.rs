@@ -16,7 +16,7 @@ use crate::timers::ScheduledTimer;
 
 /// The name-based handle of one machine, for tools, the CLI and HTTP services
 /// that have no Rust type for it: states and events are given and returned by
-/// name. Same semantics as [`Machine`].
+/// name. Same semantics as [`Machine`](crate::Machine).
 ///
 /// ```
 /// use idemflow::{Engine, MachineDef, NamedRequest};
@@ -121,10 +121,14 @@ impl NamedMachine {
 
     /// The entity's history, oldest first.
     pub fn history(&self, id: &str) -> Result<Vec<HistoryRecord>> {
-        observe::call(Call::History, Subject::entity(self.runtime.name(), id), || {
-            self.engine.inner.limits.check_id(id)?;
-            self.settled(self.runtime.store.history(id))
-        })
+        observe::call(
+            Call::History,
+            Subject::entity(self.runtime.name(), id),
+            || {
+                self.engine.inner.limits.check_id(id)?;
+                self.settled(self.runtime.store.history(id))
+            },
+        )
     }
 
     /// Up to `limit` ids in the state named `state` after `after`, in id order.

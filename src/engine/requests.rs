@@ -43,7 +43,12 @@ struct GuardVerdict {
 
 /// A checked request for [`EngineInner::apply_many`]: the machine, the
 /// entity id, the request, and the stored key of the timer it fires.
-pub(crate) type CheckedRequest = (Arc<MachineRuntime>, String, Arc<RequestSpec>, Option<Vec<u8>>);
+pub(crate) type CheckedRequest = (
+    Arc<MachineRuntime>,
+    String,
+    Arc<RequestSpec>,
+    Option<Vec<u8>>,
+);
 
 /// What preparing a request on the caller's thread gave.
 enum Prepared {
@@ -120,10 +125,7 @@ impl EngineInner {
     /// Runs many checked requests, handing them to the writer together so
     /// they can share a batch (the timer runner fires due timers this way).
     /// One result per request, in order.
-    pub(crate) fn apply_many(
-        &self,
-        requests: Vec<CheckedRequest>,
-    ) -> Vec<Result<OutcomeRecord>> {
+    pub(crate) fn apply_many(&self, requests: Vec<CheckedRequest>) -> Vec<Result<OutcomeRecord>> {
         let mut results: Vec<Option<Result<OutcomeRecord>>> = Vec::with_capacity(requests.len());
         let mut jobs = Vec::new();
         let mut waiting = Vec::new();

@@ -206,7 +206,11 @@ impl EngineInner {
                 Err(error) => {
                     // The definition changed: the request no longer makes sense.
                     let error = observe::loggable(&error);
-                    tracing::info!(error, id = timer.id, "dropped a timer whose request is no longer valid");
+                    tracing::info!(
+                        error,
+                        id = timer.id,
+                        "dropped a timer whose request is no longer valid"
+                    );
                     self.drop_timer(&runtime, &stored)?;
                     settled += 1;
                 }
@@ -224,7 +228,11 @@ impl EngineInner {
                 Err(error @ (Error::Storage { .. } | Error::CommitUnknown { .. })) => {
                     // Left in place: it fires again later, which is safe.
                     let error = observe::loggable(&error);
-                    tracing::warn!(error, id, "retry: firing a timer failed; it will fire again");
+                    tracing::warn!(
+                        error,
+                        id,
+                        "retry: firing a timer failed; it will fire again"
+                    );
                 }
                 Err(_) => {
                     // The entity moved on (a stale timeout), or the request is

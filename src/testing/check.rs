@@ -421,7 +421,9 @@ impl Model {
     }
 
     fn version(&self, id: &str) -> u64 {
-        self.entities.get(id).map_or(0, |history| history.len() as u64)
+        self.entities
+            .get(id)
+            .map_or(0, |history| history.len() as u64)
     }
 
     fn state(&self, id: &str) -> Option<String> {
@@ -683,7 +685,7 @@ impl Model {
 pub(super) struct Stored {
     pub(super) histories: BTreeMap<String, Vec<HistoryRecord>>,
     /// Ids per state, from the state index.
-    pub(super) index: BTreeMap<String, Vec<String>>,
+    pub(super) index: StateIndex,
     /// The outbox events of the machine, in commit order.
     pub(super) outbox: Vec<OutboxEvent>,
 }
@@ -788,7 +790,9 @@ fn run_on<M: StateMachine>(machine: &Machine<M>, req: &Req) -> Result<OutcomeRec
         }
         Some(target) => machine.apply(&req.id, typed_request::<M>(req, target)?),
     };
-    outcome.map(|outcome| outcome.to_record()).map_err(model_error)
+    outcome
+        .map(|outcome| outcome.to_record())
+        .map_err(model_error)
 }
 
 impl<M: StateMachine> UnderTest for EngineUnderTest<M> {
@@ -811,7 +815,9 @@ impl<M: StateMachine> UnderTest for EngineUnderTest<M> {
             });
             both.map(|thread| {
                 thread.join().unwrap_or_else(|_| {
-                    Err(ModelError::Other("the request's thread panicked".to_owned()))
+                    Err(ModelError::Other(
+                        "the request's thread panicked".to_owned(),
+                    ))
                 })
             })
         })
@@ -829,9 +835,16 @@ impl<M: StateMachine> UnderTest for EngineUnderTest<M> {
             let record = named.get(id).map_err(|e| failed("a record", e))?;
             let history = named.history(id).map_err(|e| failed("a history", e))?;
             // The typed views must read what the named ones do.
-            let typed = self.machine.history(id).map_err(|e| failed("a typed history", e))?;
+            let typed = self
+                .machine
+                .history(id)
+                .map_err(|e| failed("a typed history", e))?;
             if typed.len() != history.len() {
-                return Err(format!("{id}: the typed history has {} entries, the named one {}", typed.len(), history.len()));
+                return Err(format!(
+                    "{id}: the typed history has {} entries, the named one {}",
+                    typed.len(),
+                    history.len()
+                ));
             }
             match (record, history.last()) {
                 (None, None) => continue,
@@ -845,7 +858,10 @@ impl<M: StateMachine> UnderTest for EngineUnderTest<M> {
                             history.len()
                         ));
                     }
-                    let entity = self.machine.get(id).map_err(|e| failed("a typed record", e))?;
+                    let entity = self
+                        .machine
+                        .get(id)
+                        .map_err(|e| failed("a typed record", e))?;
                     if entity.map(|entity| (entity.state.name(), entity.version))
                         != Some((record.state.as_str(), record.version))
                     {
@@ -911,8 +927,12 @@ impl<M: StateMachine> UnderTest for EngineUnderTest<M> {
 // Running sequences
 // ---------------------------------------------------------------------------
 
-/// What the model says is stored.
-fn expected_storage(model: &Model) -> (BTreeMap<String, Vec<String>>, Vec<(String, u64)>) {
+/// Ids per state name.
+type StateIndex = BTreeMap<String, Vec<String>>;
+
+/// What the model says is stored: the state index, and one outbox event
+/// `(id, version)` per change.
+fn expected_storage(model: &Model) -> (StateIndex, Vec<(String, u64)>) {
     let mut index: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut events = Vec::new();
     for (id, history) in &model.entities {
@@ -1006,7 +1026,9 @@ fn run_sequence<S: UnderTest>(ops: &[Op], model: &mut Model) -> Result<(), Strin
         let current = match op {
             Op::Reopen => {
                 transcript.push(format!("{step}: reopen the database"));
-                current.reopen(dir.path()).map_err(|e| fail(&transcript, e))?
+                current
+                    .reopen(dir.path())
+                    .map_err(|e| fail(&transcript, e))?
             }
             Op::Concurrent => {
                 let Some(req) = last.clone().filter(|req| req.key.is_some()) else {
@@ -1072,7 +1094,8 @@ fn run_sequence<S: UnderTest>(ops: &[Op], model: &mut Model) -> Result<(), Strin
             }
         };
         let stored = current.stored().map_err(|e| fail(&transcript, e))?;
-        compare_storage(model, &stored).map_err(|e| fail(&transcript, format!("after step {step}: {e}")))?;
+        compare_storage(model, &stored)
+            .map_err(|e| fail(&transcript, format!("after step {step}: {e}")))?;
         current.advance();
         at += 1;
         system = Some(current);
@@ -1289,7 +1312,14 @@ mod tests {
         let mut model = Model::of::<OrderState>();
         let dir = tempfile::tempdir().unwrap();
         let engine = EngineUnderTest::<OrderState>::start(dir.path()).unwrap();
-        let create = model.resolve(&Op::Create { id: 0, key: None, payload: None, actor: None }).unwrap();
+        let create = model
+            .resolve(&Op::Create {
+                id: 0,
+                key: None,
+                payload: None,
+                actor: None,
+            })
+            .unwrap();
         assert_eq!(engine.run(&create), model.run(&create, START_MS));
         let noop = Req {
             target: Some(Target::To("draft")),
@@ -1297,7 +1327,10 @@ mod tests {
             ..create
         };
         let engine_says = engine.run(&noop);
-        assert!(matches!(&engine_says, Ok(outcome) if !outcome.applied), "{engine_says:?}");
+        assert!(
+            matches!(&engine_says, Ok(outcome) if !outcome.applied),
+            "{engine_says:?}"
+        );
         let wrong_model_says: ModelResult = Err(ModelError::VersionConflict {
             id: "e-0".into(),
             expected: 7,
