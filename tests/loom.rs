@@ -29,17 +29,29 @@ use handoff::{Abandoned, Batch, Handoff};
 fn answering<'a>(
     running: &'a AtomicBool,
     batches: &'a AtomicUsize,
-) -> impl FnMut(Batch<u32, u32>) + 'a {
+) -> impl FnMut(Batch<u32, u32>) -> Box<dyn FnOnce()> + 'a {
     move |batch| {
         assert!(
             !running.swap(true, Ordering::SeqCst),
             "two batches ran at once"
         );
         batches.fetch_add(1, Ordering::SeqCst);
+        // Half the answers now, half after the leadership is passed on (as
+        // the writer answers after a pipelined sync).
+        let mut later = Vec::new();
         for (job, ticket) in batch {
-            ticket.answer(job * 10);
+            if job % 2 == 0 {
+                ticket.answer(job * 10);
+            } else {
+                later.push((job, ticket));
+            }
         }
         running.store(false, Ordering::SeqCst);
+        Box::new(move || {
+            for (job, ticket) in later {
+                ticket.answer(job * 10);
+            }
+        })
     }
 }
 
@@ -126,6 +138,7 @@ fn a_batch_that_drops_its_tickets_answers_abandoned_and_passes_leadership() {
                             ticket.answer(job * 10);
                         }
                     }
+                    || {}
                 })
             })
         };
@@ -135,6 +148,7 @@ fn a_batch_that_drops_its_tickets_answers_abandoned_and_passes_leadership() {
                     ticket.answer(job * 10);
                 }
             }
+            || {}
         });
         assert_eq!(mine, Ok(20));
         assert_eq!(caller.join().unwrap(), Err(Abandoned));
@@ -143,6 +157,7 @@ fn a_batch_that_drops_its_tickets_answers_abandoned_and_passes_leadership() {
             for (job, ticket) in batch {
                 ticket.answer(job * 10);
             }
+            || {}
         });
         assert_eq!(later, Ok(30));
     });
@@ -159,6 +174,7 @@ fn closing_answers_every_waiting_caller() {
                     for (job, ticket) in batch {
                         ticket.answer(job * 10);
                     }
+                    || {}
                 })
             })
         };
@@ -168,7 +184,7 @@ fn closing_answers_every_waiting_caller() {
         let result = caller.join().unwrap();
         assert!(result == Ok(10) || result == Err(Abandoned), "{result:?}");
         assert_eq!(
-            handoff.submit(2, &mut |_: Batch<u32, u32>| {}),
+            handoff.submit(2, &mut |_: Batch<u32, u32>| || {}),
             Err(Abandoned)
         );
     });

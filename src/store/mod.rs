@@ -28,6 +28,9 @@ use crate::timers::TimerRecord;
 pub(crate) type DecideFn<'a> =
     &'a dyn Fn(Option<&EntityRecord>, Option<&KeyRecord>) -> Result<Decision>;
 
+/// The second part of a sync: files and directories to stable storage.
+pub(crate) type FileSync = Box<dyn FnOnce() -> Result<()> + Send>;
+
 /// One request as a backend sees it: where it goes and how to decide it.
 pub(crate) struct StoreRequest<'a> {
     /// The machine's name.
@@ -168,9 +171,11 @@ pub(crate) trait StoreWriter: Send {
     /// Removes the timer with this stored key; returns it if it was pending.
     fn remove_timer(&mut self, machine: &str, stored_key: &[u8]) -> Result<Option<TimerRecord>>;
 
-    /// Makes every write so far durable on stable storage: data, files and
-    /// directories.
-    fn sync(&mut self) -> Result<()>;
+    /// The first part of making every write so far durable: the storage
+    /// engine's own flush, which must not race a write. Returns the second
+    /// part (syncing files and directories to stable storage), which may run
+    /// concurrently with later writes, on any thread.
+    fn flush(&mut self) -> Result<FileSync>;
 }
 
 /// One machine's entities, history, state index and idempotency keys (reads).

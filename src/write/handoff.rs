@@ -163,9 +163,15 @@ impl<J, R> Handoff<J, R> {
     }
 
     /// Queues `job` and returns its answer. While this caller leads, `lead`
-    /// runs one batch (this job may or may not be in it) and must answer
-    /// every ticket of it (a ticket it drops answers `Abandoned`).
-    pub(crate) fn submit(&self, job: J, lead: &mut dyn FnMut(Batch<J, R>)) -> Result<R, Abandoned> {
+    /// runs one batch (this job may or may not be in it) and returns what is
+    /// left of it for after the leadership is passed on; between them they
+    /// must answer every ticket of the batch (a dropped ticket answers
+    /// `Abandoned`).
+    pub(crate) fn submit<A: FnOnce()>(
+        &self,
+        job: J,
+        lead: &mut dyn FnMut(Batch<J, R>) -> A,
+    ) -> Result<R, Abandoned> {
         self.submit_all(vec![job], lead)
             .pop()
             .unwrap_or(Err(Abandoned))
@@ -178,10 +184,10 @@ impl<J, R> Handoff<J, R> {
     /// passes to the caller of the oldest queued job, and the oldest queued
     /// job of this caller is always the one it waits on (the ones before it
     /// were taken), so leadership offered to this caller always reaches it.
-    pub(crate) fn submit_all(
+    pub(crate) fn submit_all<A: FnOnce()>(
         &self,
         jobs: Vec<J>,
-        lead: &mut dyn FnMut(Batch<J, R>),
+        lead: &mut dyn FnMut(Batch<J, R>) -> A,
     ) -> Vec<Result<R, Abandoned>> {
         let mut slots = Vec::with_capacity(jobs.len());
         let mut leads = {
@@ -214,8 +220,11 @@ impl<J, R> Handoff<J, R> {
                         let count = queue.jobs.len().min(self.max_batch);
                         queue.jobs.drain(..count).collect()
                     };
-                    lead(batch);
+                    let afterwards = lead(batch);
+                    // The next batch may start now; what is left of this
+                    // one (its sync, its answers) runs on this thread.
                     drop(turn);
+                    afterwards();
                 }
                 match slot.wait() {
                     SlotState::Answered(answer) => {

@@ -72,6 +72,9 @@ use crate::store::StoreWriter;
 pub(crate) struct Marks {
     pub(crate) tracker: DurabilityTracker,
     pub(crate) published: Notifier,
+    /// Set when a file sync failed or was dropped before completing: the
+    /// next sync must run even if nothing new was written.
+    pub(crate) needs_sync: std::sync::atomic::AtomicBool,
 }
 
 /// What callers, the leader and the housekeeper share.
@@ -168,16 +171,25 @@ impl Pipeline {
         self.handoff.submit_all(jobs, &mut |batch| self.lead(batch))
     }
 
-    /// Runs one batch as the leader.
-    fn lead(&self, batch: handoff::Batch<Job, Answer>) {
-        let mut writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // A panic here is ours (the writer runs no user code and catches
-        // panics in sled's calls); it must not cross into the caller that
-        // happens to lead: the batch's tickets answer Abandoned.
-        let _ = catch_unwind(AssertUnwindSafe(|| writer.process(batch)));
+    /// Runs one batch as the leader; returns what is left of it (its file
+    /// sync and the answers waiting for it) for after the leadership is
+    /// passed on.
+    fn lead(&self, batch: handoff::Batch<Job, Answer>) -> impl FnOnce() {
+        let afterwards = {
+            let mut writer = self
+                .writer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            // A panic here is ours (the writer runs no user code and catches
+            // panics in sled's calls); it must not cross into the caller that
+            // happens to lead: the batch's tickets answer Abandoned.
+            catch_unwind(AssertUnwindSafe(|| writer.process(batch))).ok()
+        };
+        move || {
+            if let Some(afterwards) = afterwards {
+                afterwards.run();
+            }
+        }
     }
 
     /// The housekeeper: submits the periodic work (background sync under
@@ -197,8 +209,17 @@ impl Pipeline {
             // Repeat at once while a purge has more to do; requests queued
             // meanwhile go first (each round is a job of its own).
             loop {
-                match self.submit(Job::Periodic).map(Answer::into_task) {
-                    Ok(Ok(1)) => continue,
+                match self.submit(Job::Periodic) {
+                    Ok(Answer::Periodic { more, sync }) => {
+                        if let Some(sync) = sync {
+                            if let Err(reason) = sync.complete() {
+                                tracing::warn!(reason, "the background sync failed");
+                            }
+                        }
+                        if !more {
+                            break;
+                        }
+                    }
                     Ok(_) => break,
                     Err(Abandoned) => return,
                 }
@@ -220,7 +241,7 @@ impl Drop for Writer {
             let _ = housekeeper.join();
         }
         // Everything committed reaches stable storage before the store closes.
-        let _ = self.pipeline.submit(Job::Sync);
+        let _ = self.pipeline.submit(Job::Sync).map(Answer::into_task);
         self.pipeline.handoff.close();
     }
 }

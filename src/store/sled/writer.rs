@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
@@ -18,14 +18,15 @@ use crate::decide::Decision;
 use crate::definitions::{state_renames, DefinitionVersion};
 use crate::error::{Error, Result};
 use crate::store::codec::{self, decode_at};
-use crate::store::{PurgeRound, StoreRequest, StoreWriter};
+use crate::store::{FileSync, PurgeRound, StoreRequest, StoreWriter};
 use crate::timers::TimerRecord;
 
 /// The one writer of a sled database.
 pub(crate) struct SledWriter {
     shared: Arc<Shared>,
     /// `None` for a temporary database (nothing to sync beyond sled's flush).
-    files: Option<DurableFiles>,
+    /// Shared with file syncs running after the leadership was passed on.
+    files: Option<Arc<Mutex<DurableFiles>>>,
     /// The position the next outbox entry takes.
     next_position: u64,
     /// Where building the expiry index of an older database's keys stands,
@@ -48,7 +49,7 @@ impl SledWriter {
     ) -> Self {
         SledWriter {
             shared,
-            files,
+            files: files.map(|files| Arc::new(Mutex::new(files))),
             next_position,
             index_cursor: HashMap::new(),
         }
@@ -388,20 +389,28 @@ impl StoreWriter for SledWriter {
         self.shared.open_machine(machine)?.delete_timer(stored_key)
     }
 
-    fn sync(&mut self) -> Result<()> {
+    fn flush(&mut self) -> Result<FileSync> {
         let assigned_below = self.next_position;
         self.shared
             .db
             .flush()
             .map_err(storage("flushing the database"))?;
-        if let Some(files) = &mut self.files {
-            files.sync().map_err(|error| {
-                Error::storage("syncing the database's files to stable storage", error)
-            })?;
-        }
-        self.shared
-            .durable_below
-            .store(assigned_below, Ordering::SeqCst);
-        Ok(())
+        let files = self.files.clone();
+        let shared = self.shared.clone();
+        Ok(Box::new(move || {
+            if let Some(files) = files {
+                files
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .sync()
+                    .map_err(|error| {
+                        Error::storage("syncing the database's files to stable storage", error)
+                    })?;
+            }
+            shared
+                .durable_below
+                .fetch_max(assigned_below, Ordering::SeqCst);
+            Ok(())
+        }))
     }
 }
