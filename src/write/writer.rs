@@ -615,7 +615,10 @@ impl WriterLoop {
                 }
                 for error in &round.corrupt {
                     let error = observe::loggable(error);
-                    tracing::warn!(error, "skipped an unreadable idempotency key record while purging");
+                    tracing::warn!(
+                        error,
+                        "skipped an unreadable idempotency key record while purging"
+                    );
                 }
                 round.more
             }
