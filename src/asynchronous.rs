@@ -340,6 +340,8 @@ impl<M: StateMachine> AsyncMachine<M> {
 #[derive(Clone)]
 pub struct NamedAsyncMachine {
     machine: NamedMachine,
+    /// The machine's name (for the errors of failed tasks).
+    name: std::sync::Arc<str>,
 }
 
 impl std::fmt::Debug for NamedAsyncMachine {
@@ -352,13 +354,14 @@ impl std::fmt::Debug for NamedAsyncMachine {
 
 impl From<NamedMachine> for NamedAsyncMachine {
     fn from(machine: NamedMachine) -> Self {
-        NamedAsyncMachine { machine }
+        let name = machine.definition().name.into();
+        NamedAsyncMachine { machine, name }
     }
 }
 
 impl NamedAsyncMachine {
     fn failure(&self, id: &str) -> Failure {
-        Failure::write(&self.machine.definition().name, id)
+        Failure::write(&self.name, id)
     }
 
     /// The machine's current definition (no I/O).
