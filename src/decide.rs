@@ -166,8 +166,10 @@ impl MachineRules {
     /// The fingerprints a stored key record may hold for this request: the
     /// current one first, then the ones it had under every former name of
     /// its target (a request made before a rename replays after it).
+    /// Each comes with its variant from before JSON numbers were canonical,
+    /// when that differs (see [`Fingerprint::variants`]).
     pub(crate) fn fingerprints(&self, id: &str, request: &RequestSpec) -> Vec<Fingerprint> {
-        let mut prints = vec![Fingerprint::of(id, request)];
+        let mut prints = Fingerprint::variants(id, request);
         if !self.has_aliases() {
             return prints;
         }
@@ -181,7 +183,7 @@ impl MachineRules {
                 Target::To(_) => Target::To(name.to_owned().into()),
                 Target::Fire(_) => Target::Fire(name.to_owned().into()),
             };
-            prints.push(Fingerprint::of(id, &former));
+            prints.extend(Fingerprint::variants(id, &former));
         }
         prints
     }
@@ -548,13 +550,14 @@ impl CreateSpec {
         Some(crate::request::stored_key(self.scope.as_deref(), key))
     }
 
-    /// The creation's fingerprint: the id, a tag no transition has, the
-    /// payload and the actor.
-    pub(crate) fn fingerprint(&self, id: &str) -> Fingerprint {
+    /// The creation's fingerprints: over the id, a tag no transition has,
+    /// the payload and the actor; the current one first (the one stored),
+    /// then its variant from before JSON numbers were canonical, if it differs.
+    pub(crate) fn fingerprints(&self, id: &str) -> Vec<Fingerprint> {
         let mut as_request = RequestSpec::new(Target::To("\u{0}create".into()));
         as_request.payload = self.payload.clone();
         as_request.actor = self.actor.clone();
-        Fingerprint::of(id, &as_request)
+        Fingerprint::variants(id, &as_request)
     }
 }
 
@@ -570,10 +573,11 @@ pub(crate) fn decide_create_keyed(
     now: u64,
     key_retention_ms: u64,
 ) -> Result<Decision> {
-    let fingerprint = create.fingerprint(id);
+    let fingerprints = create.fingerprints(id);
+    let fingerprint = fingerprints[0];
     if let (Some(key), Some(seen)) = (&create.key, key_record) {
         if seen.expires_at > now {
-            if seen.fingerprint == fingerprint {
+            if fingerprints.contains(&seen.fingerprint) {
                 let mut outcome = seen.outcome.clone();
                 outcome.replay = true;
                 return Ok(Decision::Replay(outcome));

@@ -308,6 +308,30 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The variant's name (`"VersionConflict"`, `"CommitUnknown"`, ...): a
+    /// short, stable label for logs, metrics and API answers that never
+    /// carries the error's data (no key, no payload).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidInput { .. } => "InvalidInput",
+            Error::NotFound { .. } => "NotFound",
+            Error::InvalidTransition { .. } => "InvalidTransition",
+            Error::VersionConflict { .. } => "VersionConflict",
+            Error::KeyReused { .. } => "KeyReused",
+            Error::GuardPanicked { .. } => "GuardPanicked",
+            Error::CommitUnknown { .. } => "CommitUnknown",
+            Error::GuardRejected { .. } => "GuardRejected",
+            Error::InvalidDefinition { .. } => "InvalidDefinition",
+            Error::DefinitionMismatch { .. } => "DefinitionMismatch",
+            Error::UnknownMachine { .. } => "UnknownMachine",
+            Error::Corrupt { .. } => "Corrupt",
+            Error::Locked { .. } => "Locked",
+            Error::Storage { .. } => "Storage",
+        }
+    }
+}
+
 /// Prints a byte key as text where it is printable ASCII and with `\xNN` escapes elsewhere.
 pub fn printable_key(key: &[u8]) -> String {
     let mut out = String::with_capacity(key.len() + 2);

@@ -87,6 +87,8 @@
 // Lets the derive macro name `::idemflow` from inside this crate too (tests, docs).
 extern crate self as idemflow;
 
+#[cfg(feature = "tokio")]
+pub mod asynchronous;
 mod clock;
 mod decide;
 mod definitions;
@@ -96,6 +98,7 @@ pub mod error;
 mod graph;
 mod guard;
 pub mod machine;
+pub mod observe;
 mod outbox;
 mod outcome;
 mod request;
@@ -104,6 +107,8 @@ pub mod testing;
 mod timers;
 mod write;
 
+#[cfg(feature = "tokio")]
+pub use asynchronous::{AsyncMachine, NamedAsyncMachine};
 pub use clock::{Clock, SystemClock};
 pub use decide::NamedGuardInput;
 pub use definitions::DefinitionVersion;

@@ -428,13 +428,44 @@ fn check_length(field: InputField, value: &str, max: usize) -> Result<()> {
 }
 
 /// A request's fingerprint: a BLAKE3 hash over a canonical encoding of the
-/// entity id and every request field (JSON object key order does not matter).
+/// entity id and every request field (JSON object key order does not matter,
+/// and numbers count by value: `1`, `1.0` and `1e0` are the same amount).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
+
+/// How a fingerprint encodes JSON numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Numbers {
+    /// By value: an integral number is its integer, whatever its spelling.
+    Canonical,
+    /// By serde_json's text of the parsed number (`1.0` and `1` differ):
+    /// the encoding of fingerprints stored before numbers were canonical.
+    Legacy,
+}
 
 impl Fingerprint {
     /// The fingerprint of `spec` on entity `id`.
     pub(crate) fn of(id: &str, spec: &RequestSpec) -> Fingerprint {
+        Fingerprint::encoded(id, spec, Numbers::Canonical)
+    }
+
+    /// Every fingerprint a key record of this request may hold: the current
+    /// one first (it is what a new key record stores), then the one a key
+    /// record written before numbers were canonical holds, when the
+    /// payload has a number whose old encoding differs (an integral float
+    /// such as `1.0` or `-0.0`). So a request stored before the change
+    /// still replays when retried as it was sent.
+    pub(crate) fn variants(id: &str, spec: &RequestSpec) -> Vec<Fingerprint> {
+        let current = Fingerprint::of(id, spec);
+        match &spec.payload {
+            Some(payload) if has_legacy_numbers(payload) => {
+                vec![current, Fingerprint::encoded(id, spec, Numbers::Legacy)]
+            }
+            _ => vec![current],
+        }
+    }
+
+    fn encoded(id: &str, spec: &RequestSpec, numbers: Numbers) -> Fingerprint {
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"idemflow request v1\0");
         put_bytes(&mut hasher, id.as_bytes());
@@ -460,7 +491,7 @@ impl Fingerprint {
         match &spec.payload {
             Some(payload) => {
                 hasher.update(b"P");
-                canonical_json(&mut hasher, payload);
+                canonical_json(&mut hasher, payload, numbers);
             }
             None => {
                 hasher.update(b"-");
@@ -485,8 +516,8 @@ fn put_bytes(hasher: &mut blake3::Hasher, bytes: &[u8]) {
 }
 
 /// Feeds a JSON value in a canonical form: object keys sorted, every item
-/// tagged and length-prefixed, numbers by their JSON text.
-fn canonical_json(hasher: &mut blake3::Hasher, value: &Value) {
+/// tagged and length-prefixed, numbers by [`number_text`].
+fn canonical_json(hasher: &mut blake3::Hasher, value: &Value, numbers: Numbers) {
     match value {
         Value::Null => {
             hasher.update(b"n");
@@ -496,7 +527,11 @@ fn canonical_json(hasher: &mut blake3::Hasher, value: &Value) {
         }
         Value::Number(number) => {
             hasher.update(b"#");
-            put_bytes(hasher, number.to_string().as_bytes());
+            let text = match numbers {
+                Numbers::Canonical => number_text(number),
+                Numbers::Legacy => number.to_string(),
+            };
+            put_bytes(hasher, text.as_bytes());
         }
         Value::String(text) => {
             hasher.update(b"s");
@@ -506,7 +541,7 @@ fn canonical_json(hasher: &mut blake3::Hasher, value: &Value) {
             hasher.update(b"[");
             hasher.update(&(items.len() as u64).to_be_bytes());
             for item in items {
-                canonical_json(hasher, item);
+                canonical_json(hasher, item, numbers);
             }
         }
         Value::Object(map) => {
@@ -516,10 +551,49 @@ fn canonical_json(hasher: &mut blake3::Hasher, value: &Value) {
             entries.sort_by(|a, b| a.0.cmp(b.0));
             for (name, item) in entries {
                 put_bytes(hasher, name.as_bytes());
-                canonical_json(hasher, item);
+                canonical_json(hasher, item, numbers);
             }
         }
     }
+}
+
+/// A number's text by value: an integral number (`1`, `1.0`, `1e0`, `-0.0`)
+/// is its integer in decimal; any other is the shortest text that reads
+/// back as the same 64-bit float (`0.5`, `1e300`). Integers beyond 64 bits
+/// arrive as floats (serde_json reads them so) and stay floats here.
+fn number_text(number: &serde_json::Number) -> String {
+    if let Some(integer) = number.as_i64() {
+        return integer.to_string();
+    }
+    if let Some(integer) = number.as_u64() {
+        return integer.to_string();
+    }
+    match number.as_f64() {
+        // Within ±2^64 every integral float is exactly an i128.
+        Some(float) if float.fract() == 0.0 && float.abs() < 18_446_744_073_709_551_616.0 => {
+            (float as i128).to_string()
+        }
+        _ => number.to_string(),
+    }
+}
+
+/// Whether `value` holds a number whose canonical text differs from its
+/// legacy text (then fingerprints stored before the change differ too).
+fn has_legacy_numbers(value: &Value) -> bool {
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Number(number)
+                if number.is_f64() && number_text(number) != number.to_string() =>
+            {
+                return true;
+            }
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// A creation with options: an idempotency key (and its scope), a payload and
@@ -628,6 +702,181 @@ mod tests {
         let mut keyed = base.clone();
         keyed.key = Some("k".into());
         assert_eq!(Fingerprint::of("o-1", &keyed), base_print);
+    }
+
+    fn with_payload(text: &str) -> RequestSpec {
+        let mut request = spec(Target::To("paid".into()));
+        request.payload = Some(serde_json::from_str(text).unwrap());
+        request
+    }
+
+    #[test]
+    fn fingerprint_counts_numbers_by_value() {
+        let one = Fingerprint::of("o-1", &with_payload(r#"{"amount":1}"#));
+        for same in [
+            r#"{"amount":1.0}"#,
+            r#"{"amount":1e0}"#,
+            r#"{"amount":10e-1}"#,
+            r#"{"amount":1.000}"#,
+        ] {
+            assert_eq!(Fingerprint::of("o-1", &with_payload(same)), one, "{same}");
+        }
+        let zero = Fingerprint::of("o-1", &with_payload("[0]"));
+        assert_eq!(Fingerprint::of("o-1", &with_payload("[-0.0]")), zero);
+        assert_eq!(Fingerprint::of("o-1", &with_payload("[0.0]")), zero);
+        let half = Fingerprint::of("o-1", &with_payload("[0.5]"));
+        assert_eq!(Fingerprint::of("o-1", &with_payload("[5e-1]")), half);
+        assert_eq!(Fingerprint::of("o-1", &with_payload("[0.50]")), half);
+        // Different amounts stay different.
+        for other in [
+            r#"{"amount":2}"#,
+            r#"{"amount":1.5}"#,
+            r#"{"amount":-1}"#,
+            r#"{"amount":"1"}"#,
+        ] {
+            assert_ne!(Fingerprint::of("o-1", &with_payload(other)), one, "{other}");
+        }
+        // Large integers: exact as integers; an integral float reads as its integer.
+        let big = Fingerprint::of("o-1", &with_payload("[18446744073709551615]"));
+        assert_ne!(
+            Fingerprint::of("o-1", &with_payload("[18446744073709551614]")),
+            big
+        );
+        assert_eq!(
+            Fingerprint::of("o-1", &with_payload("[-9007199254740992]")),
+            Fingerprint::of("o-1", &with_payload("[-9007199254740992.0]"))
+        );
+        // Beyond 64 bits: floats, compared as floats.
+        assert_eq!(
+            Fingerprint::of("o-1", &with_payload("[1e20]")),
+            Fingerprint::of("o-1", &with_payload("[100000000000000000000]"))
+        );
+    }
+
+    #[test]
+    fn the_former_number_encoding_is_a_variant_only_where_it_differs() {
+        // Integers and non-integral floats were encoded the same way before.
+        for text in [
+            r#"{"amount":1}"#,
+            r#"{"amount":0.5}"#,
+            r#"{"a":[1,2,{"b":-3}]}"#,
+            "null",
+        ] {
+            let request = with_payload(text);
+            assert_eq!(
+                Fingerprint::variants("o-1", &request),
+                vec![Fingerprint::of("o-1", &request)],
+                "{text}"
+            );
+            assert_eq!(
+                Fingerprint::encoded("o-1", &request, Numbers::Legacy),
+                Fingerprint::of("o-1", &request)
+            );
+        }
+        // An integral float (`1.0`) had a fingerprint of its own: it comes second.
+        for text in [r#"{"amount":1.0}"#, r#"{"a":[1,{"b":-0.0}]}"#, "[2e0]"] {
+            let request = with_payload(text);
+            let variants = Fingerprint::variants("o-1", &request);
+            assert_eq!(variants.len(), 2, "{text}");
+            assert_eq!(variants[0], Fingerprint::of("o-1", &request));
+            assert_eq!(
+                variants[1],
+                Fingerprint::encoded("o-1", &request, Numbers::Legacy)
+            );
+            assert_ne!(variants[0], variants[1]);
+        }
+    }
+
+    #[test]
+    fn a_key_stored_before_numbers_were_canonical_still_replays() {
+        use crate::decide::{
+            decide, decide_create_keyed, no_guards, Decision, DecisionInput, KeyRecord,
+            MachineRules,
+        };
+        use crate::outcome::{EntityRecord, OutcomeRecord};
+
+        let rules = MachineRules::new(
+            crate::MachineDef::new("order", "submitted")
+                .state("submitted")
+                .terminal_state("paid")
+                .transition("submitted", "pay", "paid"),
+        );
+        let original = OutcomeRecord {
+            id: "o-1".into(),
+            state: "paid".into(),
+            version: 2,
+            applied: true,
+            from: Some("submitted".into()),
+            event: None,
+            replay: false,
+            at: 50,
+        };
+        let record = EntityRecord {
+            id: "o-1".into(),
+            state: "paid".into(),
+            version: 2,
+            created_at: 10,
+            updated_at: 50,
+        };
+        let mut request = with_payload(r#"{"amount":42.0}"#);
+        request.key = Some("pay-1".into());
+        // The key record as an older release stored it.
+        let stored = KeyRecord {
+            fingerprint: Fingerprint::encoded("o-1", &request, Numbers::Legacy),
+            expires_at: 1000,
+            outcome: original.clone(),
+        };
+        let fingerprints = rules.fingerprints("o-1", &request);
+        let decision = decide(&DecisionInput {
+            rules: &rules,
+            id: "o-1",
+            record: Some(&record),
+            key_record: Some(&stored),
+            request: &request,
+            fingerprints: &fingerprints,
+            now: 100,
+            key_retention_ms: 1000,
+            guard: &no_guards,
+        })
+        .unwrap();
+        assert_eq!(
+            decision,
+            Decision::Replay(OutcomeRecord {
+                replay: true,
+                ..original.clone()
+            })
+        );
+
+        // A keyed creation stored before the change replays too.
+        let create = crate::decide::CreateSpec {
+            payload: Some(serde_json::from_str(r#"{"total":3.0}"#).unwrap()),
+            key: Some("new-o-1".into()),
+            ..Default::default()
+        };
+        let mut as_request = spec(Target::To("\u{0}create".into()));
+        as_request.payload = create.payload.clone();
+        let stored = KeyRecord {
+            fingerprint: Fingerprint::encoded("o-1", &as_request, Numbers::Legacy),
+            expires_at: 1000,
+            outcome: original.clone(),
+        };
+        let decision = decide_create_keyed(
+            &rules,
+            "o-1",
+            Some(&record),
+            Some(&stored),
+            &create,
+            100,
+            1000,
+        )
+        .unwrap();
+        assert_eq!(
+            decision,
+            Decision::Replay(OutcomeRecord {
+                replay: true,
+                ..original
+            })
+        );
     }
 
     #[test]

@@ -143,6 +143,8 @@ impl Server {
             .arg("127.0.0.1:0")
             .arg(db.path().join("db"))
             .env("IDEMFLOW_HTTP_TOKENS", TOKENS)
+            // The service's log goes to the test's stderr: warnings only.
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -598,8 +600,17 @@ fn keyed_creation_replays_its_201() {
 
     // The creation records the key and the client in history entry 1.
     let first = &server.history("o-1")[0];
-    assert_eq!(first["payload"], json!({"idempotency_key": "create-o-1"}));
+    assert_eq!(first["key"], "create-o-1");
+    assert_eq!(first["payload"], Value::Null);
     assert_eq!(first["actor"], "client-a");
+
+    // The key is bound to the creation: another request with it is a 422.
+    server
+        .create_with("o-9", &[key])
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "KeyReused");
+    server
+        .transition("o-1", SUBMIT, Some(key.1), None)
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "KeyReused");
 
     // A keyed creation with If-None-Match: * replays too; a new one is 412.
     let guarded = server.create_with("o-1", &[key, ("If-None-Match", "*")]);
@@ -987,6 +998,7 @@ fn openapi_document_is_served() {
         "/orders/{id}/history",
         "/machines/{machine}/graph.dot",
         "/machines/{machine}/graph.svg",
+        "/metrics",
     ] {
         assert!(paths.contains(&path), "{path} missing from {paths:?}");
     }
@@ -1012,6 +1024,7 @@ fn openapi_document_is_served() {
         "GuardRejected",
         "VersionConflict",
         "KeyReused",
+        "CommitUnknown",
         "UnknownMachine",
         "Locked",
         "Corrupt",
@@ -1034,6 +1047,57 @@ fn openapi_document_is_served() {
         );
     }
     assert!(guide_anchors().contains("problem-types"));
+}
+
+/// `/metrics` serves the engine's metrics in the Prometheus text format:
+/// requests by machine and outcome, commit latency, batch sizes, the outbox.
+#[test]
+fn metrics_are_served_for_prometheus() {
+    let _watchdog = watchdog(
+        "metrics_are_served_for_prometheus",
+        Duration::from_secs(240),
+    );
+    let server = Server::start();
+    let key = ("Idempotency-Key", "\"create-m-1\"");
+    server
+        .create_with("m-1", &[key])
+        .assert_ok(StatusCode::CREATED, "\"1\"");
+    assert!(server.create_with("m-1", &[key]).replayed);
+    server
+        .transition("m-1", r#"{"event": "pay"}"#, None, None)
+        .assert_error(StatusCode::CONFLICT, "InvalidTransition");
+
+    let answer = Answer::of(
+        server
+            .anonymous
+            .get(server.url("/metrics"))
+            .send()
+            .expect("request"),
+    );
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(
+        answer
+            .content_type
+            .as_deref()
+            .is_some_and(|content_type| content_type.starts_with("text/plain")),
+        "{:?}",
+        answer.content_type
+    );
+    let text = answer.body.as_str();
+    for needle in [
+        "# HELP idemflow_requests_total",
+        "idemflow_requests_total{machine=\"order\",outcome=\"applied\"} 1",
+        "idemflow_requests_total{machine=\"order\",outcome=\"replay\"} 1",
+        "idemflow_requests_total{machine=\"order\",outcome=\"InvalidTransition\"} 1",
+        "idemflow_commit_seconds",
+        "idemflow_batch_size",
+        "idemflow_outbox_pending 1",
+    ] {
+        assert!(text.contains(needle), "/metrics lacks {needle:?}:\n{text}");
+    }
+    // Nothing a client sent: no key, no id.
+    assert!(!text.contains("create-m-1"));
+    assert!(!text.contains("m-1\""));
 }
 
 fn has_dot() -> bool {

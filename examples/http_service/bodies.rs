@@ -44,19 +44,6 @@ impl OutcomeBody {
             at: outcome.at,
         }
     }
-
-    /// The outcome of the creation that wrote history entry 1 (what `create` returned then).
-    pub fn creation(id: &str, first: &HistoryRecord) -> Self {
-        OutcomeBody {
-            id: id.to_owned(),
-            state: first.to.clone(),
-            version: first.version,
-            applied: true,
-            from: None,
-            event: None,
-            at: first.at,
-        }
-    }
 }
 
 /// An order's current snapshot.
@@ -95,7 +82,7 @@ pub struct HistoryEntryBody {
     event: Option<String>,
     /// The request's idempotency key, as the client sent it (without its client scope).
     key: Option<String>,
-    /// The request's payload; a keyed creation records `{"idempotency_key": key}`.
+    /// The request's payload.
     payload: Option<Value>,
     /// The client that made the change.
     actor: Option<String>,

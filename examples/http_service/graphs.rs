@@ -12,7 +12,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::problem::{ApiError, Kind, Problem};
-use crate::{blocking, AppState};
+use crate::AppState;
 
 /// `?counts=false` leaves the counts out (the bare machine).
 #[derive(Debug, Deserialize, IntoParams)]
@@ -24,23 +24,19 @@ pub struct GraphQuery {
 
 /// The DOT text of machine `machine` (only `order` here), with the current counts.
 async fn dot_text(app: &AppState, machine: &str, query: &GraphQuery) -> Result<String, ApiError> {
-    let orders = app.orders.named();
+    let orders = &app.orders;
     if machine != orders.definition().name {
         return Err(Error::UnknownMachine {
             machine: machine.to_owned(),
         }
         .into());
     }
-    let with_counts = query.counts.unwrap_or(true);
-    blocking(move || {
-        let mut options = DotOptions::default();
-        if with_counts {
-            let counts = orders.count_by_state()?;
-            options.counts = Some(counts.into_iter().collect::<BTreeMap<_, _>>());
-        }
-        Ok(orders.definition().to_dot_with(&options))
-    })
-    .await
+    let mut options = DotOptions::default();
+    if query.counts.unwrap_or(true) {
+        let counts = orders.count_by_state().await?;
+        options.counts = Some(counts.into_iter().collect::<BTreeMap<_, _>>());
+    }
+    Ok(orders.definition().to_dot_with(&options))
 }
 
 const NO_STORE: (header::HeaderName, &str) = (header::CACHE_CONTROL, "no-store");

@@ -36,12 +36,14 @@ use crate::OrderState;
         crate::orders::history,
         crate::graphs::graph_dot,
         crate::graphs::graph_svg,
+        crate::observe::metrics,
     ),
     components(schemas(OutcomeBody, EntityBody, HistoryEntryBody, TransitionBody, Problem)),
     modifiers(&BearerAuth, &ParameterSchemas),
     tags(
         (name = "orders", description = "Orders: create, move, read (bearer token required)"),
         (name = "machines", description = "The machine's live heat map (public)"),
+        (name = "operations", description = "The engine's metrics, for Prometheus (public)"),
     )
 )]
 pub struct ApiDoc;

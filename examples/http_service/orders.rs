@@ -1,25 +1,21 @@
 //! The order routes: create, transition, read, history.
 //!
-//! Every engine call runs on tokio's blocking pool ([`blocking`]); a handler
-//! first checks what it can without the engine (auth, path, headers, body).
+//! Every engine call goes through the async handle ([`NamedAsyncMachine`]),
+//! which runs it on tokio's blocking pool; a handler first checks what it
+//! can without the engine (auth, path, headers, body).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use idemflow::{Error, InputField, NamedMachine, NamedRequest, OutcomeRecord};
-use serde_json::{json, Value};
+use idemflow::{Create, Error, InputField, NamedAsyncMachine, NamedRequest, OutcomeRecord};
 
 use crate::auth::Client;
 use crate::bodies::{Answer, EntityBody, HistoryEntryBody, OutcomeBody, TransitionBody};
 use crate::headers::{condition, idempotency_key, Condition};
 use crate::problem::{ApiError, Problem};
-use crate::{blocking, etag, AppState};
-
-/// The payload member under which a keyed creation records its key in
-/// history entry 1 (the library's `create` takes no key; see `create`).
-pub const CREATION_KEY: &str = "idempotency_key";
+use crate::{etag, AppState};
 
 const ID_DOC: &str = "The order id: 1 to 1024 bytes once percent-decoded.";
 const KEY_DOC: &str = "An RFC 8941 sf-string, e.g. `\"8e03978e-40d5\"` (a bare sf-token \
@@ -37,7 +33,7 @@ const IF_MATCH_DOC: &str = "`*` or a list of entity tags (RFC 9110 section 13.1.
 const IF_NONE_MATCH_DOC: &str = "`*` or a list of entity tags (RFC 9110 section 13.1.2), \
     compared weakly (`W/\"2\"` matches version 2).";
 
-fn not_found(orders: &NamedMachine, id: &str) -> ApiError {
+fn not_found(orders: &NamedAsyncMachine, id: &str) -> ApiError {
     ApiError::from(Error::NotFound {
         machine: orders.definition().name.clone(),
         id: id.to_owned(),
@@ -58,11 +54,11 @@ fn failed(header: &str, id: &str, version: u64) -> ApiError {
 
 /// `POST /orders/{id}`: create an order.
 ///
-/// With an `Idempotency-Key`, the creation records the key (and the client
-/// as actor) in history entry 1, so a retry by the same client with the same
-/// key finds it there and replays the 201, across restarts and forever
-/// after (the entry is never deleted). Without a key, or for another key or
-/// client, an existing order answers 200 (creation is a no-op, SPEC section 2).
+/// With an `Idempotency-Key`, this is the engine's keyed creation, scoped to
+/// the client: a retry by the same client with the same key replays the
+/// original answer (201 and body) from the key record, across restarts, for
+/// the key retention (24 h). Without a key, or for another key or client,
+/// an existing order answers 200 (creation is a no-op, SPEC section 2).
 #[utoipa::path(
     post,
     path = "/orders/{id}",
@@ -93,6 +89,10 @@ fn failed(header: &str, id: &str, version: u64) -> ApiError {
         (status = 401, description = "No or unknown bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match with no such order or another version; \
             If-None-Match matching the existing order", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "KeyReused: the key was used for another request", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "CommitUnknown: the creation may or may not have been made; \
+            retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = String, description = "Seconds to wait before the retry"))),
     ),
     security(("bearer" = []))
 )]
@@ -105,34 +105,31 @@ pub async fn create_order(
     let key = idempotency_key(&headers)?;
     let if_match = condition(&headers, header::IF_MATCH)?;
     let if_none_match = condition(&headers, header::IF_NONE_MATCH)?;
-    let orders = app.orders.named();
-    let answer = blocking(move || {
-        create(
-            &orders,
-            &id,
-            &client.0,
-            key.as_deref(),
-            if_match,
-            if_none_match,
-        )
-    })
+    let answer = create(
+        &app.orders,
+        &id,
+        &client.0,
+        key.as_deref(),
+        if_match,
+        if_none_match,
+    )
     .await?;
     Ok(answer.into_response())
 }
 
-fn create(
-    orders: &NamedMachine,
+async fn create(
+    orders: &NamedAsyncMachine,
     id: &str,
     client: &str,
     key: Option<&str>,
     if_match: Option<Condition>,
     if_none_match: Option<Condition>,
 ) -> Result<Answer, ApiError> {
-    if let Some(condition) = if_match {
+    if let Some(condition) = &if_match {
         // If-Match needs a current representation (RFC 9110 section 13.1.1),
         // so it never lets a creation happen; on an existing order the
         // creation below is a no-op.
-        match orders.get(id)? {
+        match orders.get(id).await? {
             None => {
                 return Err(ApiError::precondition_failed(format!(
                     "If-Match needs an existing order and {id:?} does not exist"
@@ -144,32 +141,55 @@ fn create(
             Some(_) => {}
         }
     }
-    let payload = key.map(|key| json!({ CREATION_KEY: key }));
-    let outcome = orders.create_with(id, payload, Some(client.to_owned()))?;
-    if outcome.applied {
-        return Ok(Answer::new(StatusCode::CREATED, OutcomeBody::of(&outcome)));
-    }
-    // The order existed. A retry of this client's keyed creation replays the
-    // 201 (before preconditions: the original request passed them).
-    if let Some(key) = key {
-        if let Some(first) = orders.history(id)?.first() {
-            let recorded = first
-                .payload
-                .as_ref()
-                .and_then(|payload| payload.get(CREATION_KEY))
-                .and_then(Value::as_str);
-            if first.actor.as_deref() == Some(client) && recorded == Some(key) {
-                let body = OutcomeBody::creation(id, first);
-                return Ok(Answer::new(StatusCode::CREATED, body).replayed(true));
+    // If-None-Match is evaluated before the engine sees the key, so that a
+    // 412 binds nothing to it (errors are never stored under a key). The
+    // retry of this client's keyed creation of the order goes on to the
+    // engine, which replays it: the original request passed the condition.
+    if let Some(condition) = &if_none_match {
+        if let Some(record) = orders.get(id).await? {
+            if condition.weak_match(record.version)
+                && !created_with(orders, id, key, client).await?
+            {
+                return Err(failed("If-None-Match", id, record.version));
             }
         }
     }
-    if let Some(condition) = if_none_match {
-        if condition.weak_match(outcome.version) {
+    let mut create = Create::new().actor(client);
+    if let Some(key) = key {
+        create = create.key(key).scope(client);
+    }
+    let outcome = orders.create_request(id, create).await?;
+    // Created between the read above and the engine's step: the condition fails now.
+    if let Some(condition) = &if_none_match {
+        if !outcome.applied && !outcome.replay && condition.weak_match(outcome.version) {
             return Err(failed("If-None-Match", id, outcome.version));
         }
     }
-    Ok(Answer::new(StatusCode::OK, OutcomeBody::of(&outcome)))
+    // A replay answers what the original answered: 201 if it created the
+    // order, 200 if the order existed then.
+    let status = if outcome.applied {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(Answer::new(status, OutcomeBody::of(&outcome)).replayed(outcome.replay))
+}
+
+/// Whether this client created order `id` with this key (history entry 1,
+/// the creation, records the key and the client as its actor).
+async fn created_with(
+    orders: &NamedAsyncMachine,
+    id: &str,
+    key: Option<&str>,
+    client: &str,
+) -> Result<bool, ApiError> {
+    let Some(key) = key else {
+        return Ok(false);
+    };
+    let history = orders.history(id).await?;
+    Ok(history.first().is_some_and(|first| {
+        first.key.as_deref() == Some(key) && first.actor.as_deref() == Some(client)
+    }))
 }
 
 /// Whether a `Content-Type` is JSON (`application/json`, parameters allowed).
@@ -206,6 +226,9 @@ fn is_json(headers: &HeaderMap) -> bool {
         (status = 413, description = "Body over 128 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "KeyReused: the key was used for another request", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "CommitUnknown: the transition may or may not have been made; \
+            retry with the same Idempotency-Key", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = String, description = "Seconds to wait before the retry"))),
     ),
     security(("bearer" = []))
 )]
@@ -230,7 +253,7 @@ pub async fn transition(
         .map_err(|error| ApiError::bad_request(format!("malformed JSON body: {error}")))?;
     // Names are checked here, as the engine's first step would, so that an
     // unknown name is a 400 before any precondition is evaluated.
-    let orders = app.orders.named();
+    let orders = &app.orders;
     let def = orders.definition();
     let unknown = |what: InputField, name: &str| {
         ApiError::from(Error::invalid_input(
@@ -262,16 +285,13 @@ pub async fn transition(
         }
         request = request.payload(payload);
     }
-    let outcome = blocking(move || {
-        if let Some(condition) = if_none_match {
-            check_if_none_match(&orders, &id, &condition, key.as_deref(), &client.0)?;
-        }
-        match if_match {
-            None | Some(Condition::Any) => Ok(orders.apply(&id, request)?),
-            Some(condition) => apply_if_match(&orders, &id, request, &condition),
-        }
-    })
-    .await?;
+    if let Some(condition) = if_none_match {
+        check_if_none_match(orders, &id, &condition, key.as_deref(), &client.0).await?;
+    }
+    let outcome = match if_match {
+        None | Some(Condition::Any) => orders.apply(&id, request).await?,
+        Some(condition) => apply_if_match(orders, &id, request, &condition).await?,
+    };
     let answer = Answer::new(StatusCode::OK, OutcomeBody::of(&outcome)).replayed(outcome.replay);
     Ok(answer.into_response())
 }
@@ -282,21 +302,21 @@ pub async fn transition(
 /// tag list is as of that read. A retry of a keyed request this client
 /// already applied (its key is in the history) goes on to the engine, which
 /// replays it. No order: the engine answers 404 (RFC 9110 section 13.2.1).
-fn check_if_none_match(
-    orders: &NamedMachine,
+async fn check_if_none_match(
+    orders: &NamedAsyncMachine,
     id: &str,
     condition: &Condition,
     key: Option<&str>,
     client: &str,
 ) -> Result<(), ApiError> {
-    let Some(record) = orders.get(id)? else {
+    let Some(record) = orders.get(id).await? else {
         return Ok(());
     };
     if !condition.weak_match(record.version) {
         return Ok(());
     }
     if let Some(key) = key {
-        let applied = orders.history(id)?.iter().any(|entry| {
+        let applied = orders.history(id).await?.iter().any(|entry| {
             entry.key.as_deref() == Some(key) && entry.actor.as_deref() == Some(client)
         });
         if applied {
@@ -320,15 +340,15 @@ fn check_if_none_match(
 /// current (or was, for a replay), and a retry with the same list replays.
 /// A list naming no version (only weak or foreign tags) can never match: 412
 /// (404 without the order).
-fn apply_if_match(
-    orders: &NamedMachine,
+async fn apply_if_match(
+    orders: &NamedAsyncMachine,
     id: &str,
     request: NamedRequest,
     condition: &Condition,
 ) -> Result<OutcomeRecord, ApiError> {
     let candidates = condition.candidate_versions();
     let Some(&first) = candidates.first() else {
-        return Err(match orders.get(id)? {
+        return Err(match orders.get(id).await? {
             None => not_found(orders, id),
             Some(record) => failed("If-Match", id, record.version),
         });
@@ -336,7 +356,10 @@ fn apply_if_match(
     let mut tried = vec![first];
     loop {
         let version = tried[tried.len() - 1];
-        let next = match orders.apply(id, request.clone().expect_version(version)) {
+        let next = match orders
+            .apply(id, request.clone().expect_version(version))
+            .await
+        {
             Err(Error::VersionConflict { actual, .. })
                 if candidates.contains(&actual) && !tried.contains(&actual) =>
             {
@@ -416,14 +439,11 @@ pub async fn get_order(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let conditions = ReadConditions::of(&headers)?;
-    let orders = app.orders.named();
-    let lookup = id.clone();
-    let record = blocking(move || {
-        orders
-            .get(&lookup)?
-            .ok_or_else(|| not_found(&orders, &lookup))
-    })
-    .await?;
+    let orders = &app.orders;
+    let record = orders
+        .get(&id)
+        .await?
+        .ok_or_else(|| not_found(orders, &id))?;
     if conditions.not_modified(&id, record.version)? {
         return Ok(not_modified_response(record.version));
     }
@@ -465,18 +485,13 @@ pub async fn history(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let conditions = ReadConditions::of(&headers)?;
-    let orders = app.orders.named();
-    let lookup = id.clone();
+    let orders = &app.orders;
     // One read: the history's last version is the order's version, and an
     // order without history does not exist (creation writes entry 1).
-    let entries = blocking(move || {
-        let entries = orders.history(&lookup)?;
-        if entries.is_empty() {
-            return Err(not_found(&orders, &lookup));
-        }
-        Ok(entries)
-    })
-    .await?;
+    let entries = orders.history(&id).await?;
+    if entries.is_empty() {
+        return Err(not_found(orders, &id));
+    }
     let version = entries.last().map_or(0, |entry| entry.version);
     if conditions.not_modified(&id, version)? {
         return Ok(not_modified_response(version));

@@ -33,6 +33,8 @@ pub enum Kind {
     GuardRejected,
     VersionConflict,
     KeyReused,
+    /// The commit happened but its durability is unknown: 503, retry with the same key.
+    CommitUnknown,
     UnknownMachine,
     Locked,
     Corrupt,
@@ -63,6 +65,7 @@ impl Kind {
             Kind::GuardRejected => "GuardRejected",
             Kind::VersionConflict => "VersionConflict",
             Kind::KeyReused => "KeyReused",
+            Kind::CommitUnknown => "CommitUnknown",
             Kind::UnknownMachine => "UnknownMachine",
             Kind::Locked => "Locked",
             Kind::Corrupt => "Corrupt",
@@ -93,7 +96,9 @@ impl Kind {
             Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Kind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Kind::Locked | Kind::GraphvizMissing => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::Locked | Kind::GraphvizMissing | Kind::CommitUnknown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Kind::Corrupt
             | Kind::Storage
             | Kind::InvalidDefinition
@@ -112,6 +117,7 @@ impl Kind {
             Kind::GuardRejected => "A guard rejected the transition",
             Kind::VersionConflict => "The entity is not at the expected version",
             Kind::KeyReused => "The idempotency key was used for a different request",
+            Kind::CommitUnknown => "The outcome of the request is unknown",
             Kind::UnknownMachine => "No such machine",
             Kind::Locked => "The database is locked by another process",
             Kind::Corrupt => "Stored data is corrupt",
@@ -171,16 +177,30 @@ pub struct Problem {
 #[derive(Debug)]
 pub struct ApiError {
     pub kind: Kind,
-    /// The `error` member, also the `detail`.
+    /// The `error` member, and the `detail` unless `detail` is set.
     pub error: String,
+    /// The `detail` member, when it says more than the error's message.
+    pub detail: Option<String>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
+
+/// The `detail` of a `CommitUnknown` problem: what the client should do.
+pub const COMMIT_UNKNOWN_DETAIL: &str = "The change may or may not have been made: it was \
+    committed, but making it durable failed. Send the same request again with the same \
+    Idempotency-Key (after Retry-After seconds): if the change was made you get its original \
+    answer, with Idempotency-Replayed: true; if not, it is made now, once. Never retry it with \
+    a new key. A request sent without a key cannot tell: read the order (GET) before sending it \
+    again.";
+
+/// `Retry-After` of a `CommitUnknown` answer, in seconds.
+pub const COMMIT_UNKNOWN_RETRY_AFTER: &str = "1";
 
 impl ApiError {
     pub fn new(kind: Kind, error: impl Into<String>) -> Self {
         ApiError {
             kind,
             error: error.into(),
+            detail: None,
             headers: Vec::new(),
         }
     }
@@ -211,7 +231,7 @@ impl ApiError {
             type_uri: self.kind.type_uri(),
             title: self.kind.title().to_owned(),
             status: self.kind.status().as_u16(),
-            detail: self.error.clone(),
+            detail: self.detail.clone().unwrap_or_else(|| self.error.clone()),
             kind: self.kind.name().to_owned(),
             error: self.error.clone(),
         }
@@ -228,29 +248,27 @@ impl From<Error> for ApiError {
             Error::GuardRejected { .. } => Kind::GuardRejected,
             Error::VersionConflict { .. } => Kind::VersionConflict,
             Error::KeyReused { .. } => Kind::KeyReused,
+            Error::CommitUnknown { .. } => Kind::CommitUnknown,
             Error::UnknownMachine { .. } => Kind::UnknownMachine,
             Error::Locked { .. } => Kind::Locked,
             Error::Corrupt { .. } => Kind::Corrupt,
             Error::Storage { .. } => Kind::Storage,
             Error::InvalidDefinition { .. } => Kind::InvalidDefinition,
             Error::DefinitionMismatch { .. } => Kind::DefinitionMismatch,
-            other => Kind::Unlisted(variant_name(other)),
+            other => Kind::Unlisted(other.kind().to_owned()),
         };
-        ApiError::new(kind, error.to_string())
-    }
-}
-
-/// The variant name of an error, from its `Debug` form (`CommitUnknown { .. }` -> `CommitUnknown`).
-fn variant_name(error: &Error) -> String {
-    let debug = format!("{error:?}");
-    let name: String = debug
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect();
-    if name.is_empty() {
-        "Internal".to_owned()
-    } else {
-        name
+        let answer = ApiError::new(kind.clone(), error.to_string());
+        if kind == Kind::CommitUnknown {
+            return ApiError {
+                detail: Some(COMMIT_UNKNOWN_DETAIL.to_owned()),
+                ..answer
+            }
+            .header(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(COMMIT_UNKNOWN_RETRY_AFTER),
+            );
+        }
+        answer
     }
 }
 
@@ -339,4 +357,65 @@ fn problem_with_status(problem: &ApiError, status: StatusCode) -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_unknown_is_a_503_that_says_to_retry_with_the_same_key() {
+        let error = Error::CommitUnknown {
+            machine: "order".into(),
+            id: "o-1".into(),
+            reason: "injected fault: the sync failed".into(),
+        };
+        let message = error.to_string();
+        let answer = ApiError::from(error);
+        assert_eq!(answer.kind, Kind::CommitUnknown);
+        let problem = answer.problem();
+        assert_eq!(problem.status, 503);
+        assert_eq!(problem.kind, "CommitUnknown");
+        assert_eq!(problem.error, message);
+        assert!(
+            problem.type_uri.ends_with("#problem-commitunknown"),
+            "{}",
+            problem.type_uri
+        );
+        assert!(
+            problem.detail.contains("same Idempotency-Key"),
+            "{}",
+            problem.detail
+        );
+        let response = answer.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(HeaderValue::as_bytes),
+            Some(COMMIT_UNKNOWN_RETRY_AFTER.as_bytes())
+        );
+        assert_eq!(
+            response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .map(HeaderValue::as_bytes),
+            Some(PROBLEM_JSON.as_bytes())
+        );
+    }
+
+    #[test]
+    fn other_errors_keep_their_message_as_detail() {
+        let answer = ApiError::from(Error::NotFound {
+            machine: "order".into(),
+            id: "o-9".into(),
+        });
+        let problem = answer.problem();
+        assert_eq!(
+            (problem.status, problem.detail.as_str()),
+            (404, problem.error.as_str())
+        );
+        assert!(answer.headers.is_empty());
+    }
 }

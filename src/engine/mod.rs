@@ -28,6 +28,7 @@ use crate::definitions::DefinitionVersion;
 use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::machine::{MachineDef, StateMachine};
+use crate::observe::{self, Call, Subject};
 use crate::outbox::Outbox;
 use crate::request::Limits;
 use crate::store::sled::{SledOptions, SledStore};
@@ -167,6 +168,9 @@ impl Engine {
                 faults: builder.faults.clone(),
             },
         )?;
+        if let Ok(pending) = store.outbox_len() {
+            observe::outbox_pending(pending);
+        }
         let run_timers = builder.timers;
         let engine = Engine {
             inner: Arc::new_cyclic(|weak| EngineInner {
@@ -265,6 +269,10 @@ impl Engine {
     /// Like [`purge_expired_keys`](Engine::purge_expired_keys), with the
     /// unreadable key records it skipped.
     pub fn purge_keys(&self) -> Result<PurgeReport> {
+        observe::call(Call::PurgeKeys, Subject::default(), || self.purge_rounds())
+    }
+
+    fn purge_rounds(&self) -> Result<PurgeReport> {
         let mut report = PurgeReport::default();
         loop {
             let now = self.inner.clock.now_ms();
@@ -273,7 +281,11 @@ impl Engine {
             let task: Task = Box::new(move |store| {
                 let round = store.purge_expired_keys(now, PURGE_BUDGET)?;
                 for error in &round.corrupt {
-                    tracing::warn!(%error, "skipped an unreadable idempotency key record while purging");
+                    let error = observe::loggable(error);
+                    tracing::warn!(
+                        error,
+                        "skipped an unreadable idempotency key record while purging"
+                    );
                 }
                 let purged = round.purged;
                 *lock(&seen) = Some(round);
@@ -298,7 +310,9 @@ impl Engine {
     /// with a [`ManualClock`](crate::testing::ManualClock) call it after
     /// moving the clock.
     pub fn run_due_timers(&self) -> Result<usize> {
-        self.inner.fire_due_timers()
+        observe::call(Call::RunDueTimers, Subject::default(), || {
+            self.inner.fire_due_timers()
+        })
     }
 
     /// Every pending timer of a machine, in due order (at most `limit`).

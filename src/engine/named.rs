@@ -9,13 +9,14 @@ use crate::decide::{CreateSpec, NamedGuardInput};
 use crate::error::{Error, InputField, Result};
 use crate::guard::GuardScope;
 use crate::machine::MachineDef;
+use crate::observe::{self, Call, Subject};
 use crate::outcome::{EntityRecord, HistoryRecord, OutcomeRecord};
 use crate::request::{Create, NamedRequest};
 use crate::timers::ScheduledTimer;
 
 /// The name-based handle of one machine, for tools, the CLI and HTTP services
 /// that have no Rust type for it: states and events are given and returned by
-/// name. Same semantics as [`Machine`].
+/// name. Same semantics as [`Machine`](crate::Machine).
 ///
 /// ```
 /// use idemflow::{Engine, MachineDef, NamedRequest};
@@ -103,29 +104,42 @@ impl NamedMachine {
 
     /// The entity's stored record, if it exists.
     pub fn get(&self, id: &str) -> Result<Option<EntityRecord>> {
-        self.engine.inner.limits.check_id(id)?;
-        let record = self.settled(self.runtime.store.get(id))?;
-        // A record not yet migrated after a rename reads as the current name.
-        Ok(record.map(|mut record| {
-            let live = self.runtime.rules();
-            let current = live.rules.canonical_state(&record.state);
-            if current != record.state {
-                record.state = current.to_owned();
-            }
-            record
-        }))
+        observe::call(Call::Get, Subject::entity(self.runtime.name(), id), || {
+            self.engine.inner.limits.check_id(id)?;
+            let record = self.settled(self.runtime.store.get(id))?;
+            // A record not yet migrated after a rename reads as the current name.
+            Ok(record.map(|mut record| {
+                let live = self.runtime.rules();
+                let current = live.rules.canonical_state(&record.state);
+                if current != record.state {
+                    record.state = current.to_owned();
+                }
+                record
+            }))
+        })
     }
 
     /// The entity's history, oldest first.
     pub fn history(&self, id: &str) -> Result<Vec<HistoryRecord>> {
-        self.engine.inner.limits.check_id(id)?;
-        self.settled(self.runtime.store.history(id))
+        observe::call(
+            Call::History,
+            Subject::entity(self.runtime.name(), id),
+            || {
+                self.engine.inner.limits.check_id(id)?;
+                self.settled(self.runtime.store.history(id))
+            },
+        )
     }
 
     /// Up to `limit` ids in the state named `state` after `after`, in id order.
     /// Entities still stored under a former name of the state (a rename the
     /// engine is migrating) are included.
     pub fn in_state(&self, state: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let at = Subject::machine(self.runtime.name());
+        observe::call(Call::InState, at, || self.ids_in_state(state, after, limit))
+    }
+
+    fn ids_in_state(&self, state: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         self.check_state(state)?;
         let live = self.runtime.rules();
         let mut names = live.rules.state_names(live.rules.canonical_state(state));
@@ -148,6 +162,11 @@ impl NamedMachine {
     /// (entities under a former name count for the current one). Like any
     /// count taken while requests commit, it is not a snapshot across states.
     pub fn count_by_state(&self) -> Result<Vec<(String, u64)>> {
+        let at = Subject::machine(self.runtime.name());
+        observe::call(Call::CountByState, at, || self.counts_by_state())
+    }
+
+    fn counts_by_state(&self) -> Result<Vec<(String, u64)>> {
         let live = self.runtime.rules();
         let counts = live
             .rules

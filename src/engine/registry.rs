@@ -19,6 +19,7 @@ use crate::definitions::{
 use crate::error::{Error, Result};
 use crate::guard::Guards;
 use crate::machine::MachineDef;
+use crate::observe::{self, Call, Subject};
 use crate::store::{MachineStore, Store};
 use crate::write::jobs::Task;
 
@@ -86,6 +87,11 @@ impl MachineRuntime {
 
 impl EngineInner {
     pub(super) fn runtime_for(&self, def: MachineDef) -> Result<Arc<MachineRuntime>> {
+        let name = def.name.clone();
+        observe::call(Call::Install, Subject::machine(&name), || self.install(def))
+    }
+
+    fn install(&self, def: MachineDef) -> Result<Arc<MachineRuntime>> {
         def.validate()?;
         let mut machines = lock(&self.machines);
         let existing = machines.get(&def.name).cloned();
@@ -120,6 +126,7 @@ impl EngineInner {
                 Plan::Keep(version) => version,
                 Plan::Store(version) => {
                     writer.save_definition(&version)?;
+                    observe::definition_stored(&def.name, version.version, version.changes.len());
                     version.version
                 }
             };
@@ -157,10 +164,12 @@ impl EngineInner {
     pub(crate) fn migrate_step(&self, runtime: &MachineRuntime) -> Result<u64> {
         for (from, to) in runtime.pending_renames() {
             let (machine, from, to) = (runtime.name().to_owned(), from.clone(), to.clone());
+            let names = (from.clone(), to.clone());
             let task: Task =
                 Box::new(move |writer| writer.migrate_state(&machine, &from, &to, MIGRATION_BATCH));
             let moved = self.run_task(task, "migrating a renamed state")?;
             if moved > 0 {
+                observe::migrated(runtime.name(), &names.0, &names.1, moved);
                 return Ok(moved);
             }
         }

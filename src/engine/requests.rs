@@ -27,6 +27,7 @@ use crate::decide::{
 };
 use crate::error::{Error, Result};
 use crate::guard::Guards;
+use crate::observe::{self, Call, Subject};
 use crate::outcome::{EntityRecord, OutcomeRecord};
 use crate::request::{Fingerprint, RequestSpec};
 use crate::write::abandoned_request;
@@ -75,8 +76,11 @@ impl EngineInner {
         id: &str,
         request: RequestSpec,
     ) -> Result<OutcomeRecord> {
-        let request = self.checked(runtime, id, request)?;
-        self.apply_checked(runtime, id, &request, None)
+        let at = Subject::request(runtime.name(), id, request.key.is_some());
+        observe::call(Call::Apply, at, || {
+            let request = self.checked(runtime, id, request)?;
+            self.apply_checked(runtime, id, &request, None)
+        })
     }
 
     /// Step 1 (input) and the request's target in its current name.
@@ -110,7 +114,10 @@ impl EngineInner {
                 RequestAnswer::Done(result) => {
                     return result.map(|outcome| runtime.rules().rules.canonical_outcome(outcome))
                 }
-                RequestAnswer::NeedsCaller => continue,
+                RequestAnswer::NeedsCaller => {
+                    observe::guards_rerun(runtime.name(), id);
+                    continue;
+                }
             }
         }
     }
@@ -233,6 +240,16 @@ impl EngineInner {
     }
 
     pub(crate) fn create(
+        &self,
+        runtime: &Arc<MachineRuntime>,
+        id: &str,
+        create: CreateSpec,
+    ) -> Result<OutcomeRecord> {
+        let at = Subject::request(runtime.name(), id, create.key.is_some());
+        observe::call(Call::Create, at, || self.run_create(runtime, id, create))
+    }
+
+    fn run_create(
         &self,
         runtime: &Arc<MachineRuntime>,
         id: &str,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::{EngineInner, MachineRuntime};
 use crate::decide::KeyRecord;
 use crate::error::{Error, InputField, Result};
+use crate::observe::{self, Call, Subject};
 use crate::request::{stored_key, RequestSpec};
 use crate::timers::{ScheduledTimer, TimerKind, TimerRecord};
 use crate::write::jobs::Task;
@@ -16,6 +17,19 @@ const FIRE_ROUND: usize = 256;
 impl EngineInner {
     /// Stores `request` (keyed) to be applied to `id` after `after`.
     pub(crate) fn schedule(
+        &self,
+        runtime: &Arc<MachineRuntime>,
+        id: &str,
+        after: Duration,
+        request: RequestSpec,
+    ) -> Result<ScheduledTimer> {
+        let at = Subject::request(runtime.name(), id, request.key.is_some());
+        observe::call(Call::Schedule, at, || {
+            self.store_timer(runtime, id, after, request)
+        })
+    }
+
+    fn store_timer(
         &self,
         runtime: &Arc<MachineRuntime>,
         id: &str,
@@ -95,15 +109,17 @@ impl EngineInner {
         runtime: &MachineRuntime,
         id: &str,
     ) -> Result<Vec<ScheduledTimer>> {
-        self.limits.check_id(id)?;
-        let timers = runtime.store.timers_of(id)?;
-        self.settle_read()?;
-        let mut views: Vec<ScheduledTimer> = timers
-            .iter()
-            .map(|timer| timer.view(runtime.name()))
-            .collect();
-        views.sort_by(|a, b| (a.due_at, &a.key).cmp(&(b.due_at, &b.key)));
-        Ok(views)
+        observe::call(Call::Scheduled, Subject::entity(runtime.name(), id), || {
+            self.limits.check_id(id)?;
+            let timers = runtime.store.timers_of(id)?;
+            self.settle_read()?;
+            let mut views: Vec<ScheduledTimer> = timers
+                .iter()
+                .map(|timer| timer.view(runtime.name()))
+                .collect();
+            views.sort_by(|a, b| (a.due_at, &a.key).cmp(&(b.due_at, &b.key)));
+            Ok(views)
+        })
     }
 
     /// Cancels the pending timer of `id` with this key (in `scope`); returns
@@ -115,17 +131,20 @@ impl EngineInner {
         scope: Option<&str>,
         key: &str,
     ) -> Result<bool> {
-        self.limits.check_id(id)?;
-        let stored = stored_key(scope, key);
-        let store = runtime.store.clone();
-        let (machine, id) = (runtime.name().to_owned(), id.to_owned());
-        let task: Task = Box::new(move |writer| match store.timer(&stored)? {
-            Some(pending) if pending.id == id => {
-                Ok(u64::from(writer.remove_timer(&machine, &stored)?.is_some()))
-            }
-            _ => Ok(0),
-        });
-        Ok(self.run_task(task, "cancelling a scheduled request")? > 0)
+        let at = Subject::request(runtime.name(), id, true);
+        observe::call(Call::CancelScheduled, at, || {
+            self.limits.check_id(id)?;
+            let stored = stored_key(scope, key);
+            let store = runtime.store.clone();
+            let (machine, id) = (runtime.name().to_owned(), id.to_owned());
+            let task: Task = Box::new(move |writer| match store.timer(&stored)? {
+                Some(pending) if pending.id == id => {
+                    Ok(u64::from(writer.remove_timer(&machine, &stored)?.is_some()))
+                }
+                _ => Ok(0),
+            });
+            Ok(self.run_task(task, "cancelling a scheduled request")? > 0)
+        })
     }
 
     /// Cancels and schedules again the pending request under `key`.
@@ -154,6 +173,7 @@ impl EngineInner {
         loop {
             let now = self.clock.now_ms();
             let due = self.store.due_timers(now, FIRE_ROUND)?;
+            observe::timers_due(due.len());
             if due.is_empty() {
                 return Ok(processed);
             }
@@ -175,7 +195,8 @@ impl EngineInner {
             let runtime = match self.runtime_by_name_for_timers(&machine) {
                 Ok(runtime) => runtime,
                 Err(error) => {
-                    tracing::warn!(%error, machine, "a timer's machine cannot be opened");
+                    let error = observe::loggable(&error);
+                    tracing::warn!(error, machine, "a timer's machine cannot be opened");
                     continue;
                 }
             };
@@ -184,7 +205,12 @@ impl EngineInner {
                 Ok(request) => requests.push((runtime, timer.id.clone(), request, Some(stored))),
                 Err(error) => {
                     // The definition changed: the request no longer makes sense.
-                    tracing::info!(%error, id = timer.id, "dropped a timer whose request is no longer valid");
+                    let error = observe::loggable(&error);
+                    tracing::info!(
+                        error,
+                        id = timer.id,
+                        "dropped a timer whose request is no longer valid"
+                    );
                     self.drop_timer(&runtime, &stored)?;
                     settled += 1;
                 }
@@ -196,25 +222,21 @@ impl EngineInner {
             .collect();
         let results = self.apply_many(requests);
         for ((runtime, id, stored), result) in fired.into_iter().zip(results) {
+            observe::timer_fired(runtime.name(), &id, &result);
             match result {
-                Ok(outcome) => {
-                    tracing::debug!(
-                        machine = runtime.name(),
-                        id,
-                        applied = outcome.applied,
-                        replay = outcome.replay,
-                        "fired a timer"
-                    );
-                    settled += 1;
-                }
+                Ok(_) => settled += 1,
                 Err(error @ (Error::Storage { .. } | Error::CommitUnknown { .. })) => {
                     // Left in place: it fires again later, which is safe.
-                    tracing::warn!(%error, id, "firing a timer failed; it will be retried");
+                    let error = observe::loggable(&error);
+                    tracing::warn!(
+                        error,
+                        id,
+                        "retry: firing a timer failed; it will fire again"
+                    );
                 }
-                Err(error) => {
+                Err(_) => {
                     // The entity moved on (a stale timeout), or the request is
                     // refused: the timer has fired, with no effect.
-                    tracing::debug!(%error, id, "a timer fired with no effect");
                     if let Some(stored) = stored {
                         // It may be gone already (disarmed by an earlier
                         // firing of the same batch): processed either way.

@@ -290,6 +290,7 @@ impl Notifier {
 /// that held it failed, or the engine is closing): whether it was applied is
 /// unknown.
 pub(crate) fn abandoned_request(machine: &str, id: &str) -> Error {
+    crate::observe::commit_unknown(machine);
     Error::CommitUnknown {
         machine: machine.to_owned(),
         id: id.to_owned(),

@@ -29,6 +29,7 @@ use crate::clock::Clock;
 use crate::decide::Decision;
 use crate::durability::Durability;
 use crate::error::{Error, Result};
+use crate::observe;
 use crate::store::{FileSync, StoreRequest, StoreWriter};
 use crate::testing::{Faults, SyncFault};
 
@@ -96,7 +97,10 @@ impl PendingSync {
                 self.marks.tracker.synced(self.covered);
                 self.marks.published.bump();
             }
-            Err(_) => self.marks.needs_sync.store(true, Ordering::SeqCst),
+            Err(reason) => {
+                observe::sync_failed(reason);
+                self.marks.needs_sync.store(true, Ordering::SeqCst);
+            }
         }
         result
     }
@@ -124,6 +128,15 @@ enum Pending {
 struct Group {
     sync: Option<PendingSync>,
     answers: Vec<(Ticket<Answer>, Pending)>,
+    /// For the metrics: the batch of requests this group answers, if any.
+    committed: Option<Committed>,
+}
+
+/// A committed batch of requests, for the metrics once its sync is done.
+struct Committed {
+    started: Instant,
+    size: usize,
+    events: usize,
 }
 
 /// What a batch leaves for after the leadership is passed on.
@@ -140,6 +153,9 @@ impl Afterwards {
                 Some(sync) => sync.complete(),
                 None => Ok(()),
             };
+            if let Some(batch) = group.committed {
+                observe::batch_committed(batch.size, batch.started.elapsed(), batch.events);
+            }
             for (ticket, pending) in group.answers {
                 let answer = match pending {
                     Pending::Ready(answer) => answer,
@@ -215,6 +231,7 @@ impl WriterLoop {
                 groups.push(Group {
                     sync,
                     answers: Vec::new(),
+                    committed: None,
                 });
             }
         }
@@ -233,6 +250,7 @@ impl WriterLoop {
                         std::io::Error::other("a request was handled as a task"),
                     )))),
                 )],
+                committed: None,
             },
             Job::Task(task) => self.run_task(task, ticket),
             Job::Sync => {
@@ -246,6 +264,7 @@ impl WriterLoop {
                 Group {
                     sync: None,
                     answers: vec![(ticket, Pending::Ready(answer))],
+                    committed: None,
                 }
             }
             Job::Periodic => {
@@ -253,6 +272,7 @@ impl WriterLoop {
                 Group {
                     sync: None,
                     answers: vec![(ticket, Pending::Ready(Answer::Periodic { more, sync }))],
+                    committed: None,
                 }
             }
         }
@@ -307,6 +327,7 @@ impl WriterLoop {
             })
             .collect();
         self.marks.tracker.begin_commit();
+        let started = Instant::now();
         let executed = catch_unwind(AssertUnwindSafe(|| self.store.execute(&requests)));
         drop(requests);
         let decisions = match executed {
@@ -326,6 +347,7 @@ impl WriterLoop {
                 return Group {
                     sync: None,
                     answers,
+                    committed: None,
                 };
             }
             Err(panic) => {
@@ -344,9 +366,17 @@ impl WriterLoop {
                 return Group {
                     sync: None,
                     answers,
+                    committed: None,
                 };
             }
         };
+        let (size, events) = (
+            batch.len(),
+            decisions
+                .iter()
+                .filter(|decision| matches!(decision, Ok(Decision::Apply(_))))
+                .count(),
+        );
         let mut wrote_bytes = 0;
         for ((job, _), decision) in batch.iter().zip(&decisions) {
             if matches!(decision, Ok(decision) if writes(decision)) {
@@ -398,7 +428,15 @@ impl WriterLoop {
                 (ticket, pending)
             })
             .collect();
-        Group { sync, answers }
+        Group {
+            sync,
+            answers,
+            committed: Some(Committed {
+                started,
+                size,
+                events,
+            }),
+        }
     }
 
     fn run_task(&mut self, task: Task, ticket: Ticket<Answer>) -> Group {
@@ -435,11 +473,13 @@ impl WriterLoop {
                 Group {
                     sync,
                     answers: vec![(ticket, pending)],
+                    committed: None,
                 }
             }
             Durability::Buffered => Group {
                 sync: None,
                 answers: vec![(ticket, Pending::Ready(Answer::Task(result)))],
+                committed: None,
             },
         }
     }
@@ -481,8 +521,10 @@ impl WriterLoop {
                 }))
             }
             Err(error) => {
+                let reason = error.to_string();
+                observe::sync_failed(&reason);
                 self.marks.needs_sync.store(true, Ordering::SeqCst);
-                Err(error.to_string())
+                Err(reason)
             }
         }
     }
@@ -551,7 +593,10 @@ impl WriterLoop {
         };
         if moved > 0 {
             self.dirty = true;
-            tracing::info!(moved, "migrated entities from former state names");
+            tracing::info!(
+                moved,
+                "migration: moved entities from former state names to their current ones"
+            );
         }
         moved > 0
     }
@@ -569,7 +614,11 @@ impl WriterLoop {
                     self.dirty = true;
                 }
                 for error in &round.corrupt {
-                    tracing::warn!(%error, "skipped an unreadable idempotency key record while purging");
+                    let error = observe::loggable(error);
+                    tracing::warn!(
+                        error,
+                        "skipped an unreadable idempotency key record while purging"
+                    );
                 }
                 round.more
             }
@@ -601,6 +650,7 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
 }
 
 fn commit_unknown(machine: &str, id: &str, reason: &str) -> Error {
+    observe::commit_unknown(machine);
     Error::CommitUnknown {
         machine: machine.to_owned(),
         id: id.to_owned(),
