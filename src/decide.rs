@@ -15,12 +15,18 @@ use crate::error::{Error, InputField, Result};
 use crate::machine::MachineDef;
 use crate::outcome::{EntityRecord, HistoryRecord, OutcomeRecord};
 use crate::request::{Fingerprint, Limits, RequestSpec, Target};
+use crate::timers::{arm_timeout, timeout_key, TimerRecord};
 
-/// A machine definition indexed for fast decisions.
+/// A machine definition indexed for fast decisions. State and event names
+/// resolve through aliases: a stored or requested old name reads as the
+/// current state or event, and every name the decision writes is current.
 #[derive(Debug)]
 pub(crate) struct MachineRules {
     def: MachineDef,
+    /// Current names and aliases -> state index.
     state_index: HashMap<String, usize>,
+    /// Event aliases -> current event name.
+    event_alias: HashMap<String, String>,
     /// Per from-state index: event name -> target state index.
     next: Vec<HashMap<String, usize>>,
     /// Event name -> every target state index of that event.
@@ -32,11 +38,20 @@ pub(crate) struct MachineRules {
 impl MachineRules {
     /// Indexes a definition; it must already be valid.
     pub(crate) fn new(def: MachineDef) -> Self {
-        let state_index: HashMap<String, usize> = def
-            .states
+        let mut state_index: HashMap<String, usize> = HashMap::new();
+        for (i, state) in def.states.iter().enumerate() {
+            for alias in &state.aliases {
+                state_index.entry(alias.clone()).or_insert(i);
+            }
+        }
+        for (i, state) in def.states.iter().enumerate() {
+            state_index.insert(state.name.clone(), i);
+        }
+        let event_alias = def
+            .event_aliases
             .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.clone(), i))
+            .filter(|alias| def.has_event(&alias.event) && !def.has_event(&alias.alias))
+            .map(|alias| (alias.alias.clone(), alias.event.clone()))
             .collect();
         let mut next = vec![HashMap::new(); def.states.len()];
         let mut event_targets: HashMap<String, HashSet<usize>> = HashMap::new();
@@ -51,6 +66,7 @@ impl MachineRules {
         MachineRules {
             def,
             state_index,
+            event_alias,
             next,
             event_targets,
             allowed,
@@ -73,6 +89,103 @@ impl MachineRules {
 
     fn state_name(&self, index: usize) -> &str {
         &self.def.states[index].name
+    }
+
+    /// The current name of a state called `name` now or formerly.
+    pub(crate) fn canonical_state<'a>(&'a self, name: &'a str) -> &'a str {
+        self.state(name)
+            .map_or(name, |index| self.state_name(index))
+    }
+
+    /// The current name of an event called `name` now or formerly.
+    pub(crate) fn canonical_event<'a>(&'a self, name: &'a str) -> &'a str {
+        self.event_alias.get(name).map_or(name, String::as_str)
+    }
+
+    /// Every name a state was ever called, current first (for replays of
+    /// requests made before a rename).
+    pub(crate) fn state_names<'a>(&'a self, name: &'a str) -> Vec<&'a str> {
+        match self.state(name) {
+            Some(index) => {
+                let state = &self.def.states[index];
+                std::iter::once(state.name.as_str())
+                    .chain(state.aliases.iter().map(String::as_str))
+                    .collect()
+            }
+            None => vec![name],
+        }
+    }
+
+    /// Every name an event was ever called, current first.
+    pub(crate) fn event_names<'a>(&'a self, name: &'a str) -> Vec<&'a str> {
+        let current = self.canonical_event(name);
+        std::iter::once(current)
+            .chain(
+                self.event_alias
+                    .iter()
+                    .filter(|(_, event)| event.as_str() == current)
+                    .map(|(alias, _)| alias.as_str()),
+            )
+            .collect()
+    }
+
+    /// Whether the machine declares renames (then fingerprints have variants).
+    pub(crate) fn has_aliases(&self) -> bool {
+        !self.event_alias.is_empty() || self.def.states.iter().any(|s| !s.aliases.is_empty())
+    }
+
+    /// An outcome with every state and event name current.
+    pub(crate) fn canonical_outcome(&self, mut outcome: OutcomeRecord) -> OutcomeRecord {
+        if self.has_aliases() {
+            outcome.state = self.canonical_state(&outcome.state).to_owned();
+            outcome.from = outcome
+                .from
+                .map(|from| self.canonical_state(&from).to_owned());
+            outcome.event = outcome
+                .event
+                .map(|event| self.canonical_event(&event).to_owned());
+        }
+        outcome
+    }
+
+    /// A request with its target named by the current name.
+    pub(crate) fn canonical_request(&self, request: &mut RequestSpec) {
+        let current = match &request.target {
+            Target::To(state) => self.canonical_state(state),
+            Target::Fire(event) => self.canonical_event(event),
+        };
+        if current != request.target.name() {
+            let current = current.to_owned();
+            request.target = match request.target {
+                Target::To(_) => Target::To(current.into()),
+                Target::Fire(_) => Target::Fire(current.into()),
+            };
+        }
+    }
+
+    /// The fingerprints a stored key record may hold for this request: the
+    /// current one first, then the ones it had under every former name of
+    /// its target (a request made before a rename replays after it).
+    /// Each comes with its variant from before JSON numbers were canonical,
+    /// when that differs (see [`Fingerprint::variants`]).
+    pub(crate) fn fingerprints(&self, id: &str, request: &RequestSpec) -> Vec<Fingerprint> {
+        let mut prints = Fingerprint::variants(id, request);
+        if !self.has_aliases() {
+            return prints;
+        }
+        let names = match &request.target {
+            Target::To(state) => self.state_names(state),
+            Target::Fire(event) => self.event_names(event),
+        };
+        for name in names.into_iter().skip(1) {
+            let mut former = request.clone();
+            former.target = match request.target {
+                Target::To(_) => Target::To(name.to_owned().into()),
+                Target::Fire(_) => Target::Fire(name.to_owned().into()),
+            };
+            prints.extend(Fingerprint::variants(id, &former));
+        }
+        prints
     }
 }
 
@@ -98,6 +211,11 @@ pub(crate) struct Applied {
     pub(crate) history: HistoryRecord,
     /// The key record to store, for a keyed request.
     pub(crate) key_record: Option<KeyRecord>,
+    /// The timeout the new state arms, if it declares one.
+    pub(crate) arm: Option<TimerRecord>,
+    /// The stored key of the timeout the left state armed, if it declares one:
+    /// leaving the state disarms it.
+    pub(crate) disarm: Option<Vec<u8>>,
 }
 
 /// What a request does.
@@ -158,7 +276,9 @@ pub(crate) struct DecisionInput<'a> {
     pub(crate) record: Option<&'a EntityRecord>,
     pub(crate) key_record: Option<&'a KeyRecord>,
     pub(crate) request: &'a RequestSpec,
-    pub(crate) fingerprint: Fingerprint,
+    /// The request's fingerprint, then its variants under former names of
+    /// its target (see [`MachineRules::fingerprints`]); the first is stored.
+    pub(crate) fingerprints: &'a [Fingerprint],
     pub(crate) now: u64,
     pub(crate) key_retention_ms: u64,
     pub(crate) guard: GuardCheck<'a>,
@@ -172,12 +292,27 @@ pub(crate) fn check_request(
     request: &RequestSpec,
 ) -> Result<()> {
     limits.check_request(id, request)?;
+    if request.key.is_some() {
+        // A keyed request's names are checked after its key: a retry of a
+        // request whose state or event a later definition dropped replays.
+        return Ok(());
+    }
+    check_names(rules, request)
+}
+
+/// The request's state or event name is one the machine knows (a current
+/// name or an alias); else `InvalidInput`.
+fn check_names(rules: &MachineRules, request: &RequestSpec) -> Result<()> {
     match &request.target {
         Target::To(state) if rules.state(state).is_none() => Err(Error::invalid_input(
             InputField::State,
             format!("{state:?} is not a state of machine {}", rules.name()),
         )),
-        Target::Fire(event) if !rules.event_targets.contains_key(event.as_ref()) => {
+        Target::Fire(event)
+            if !rules
+                .event_targets
+                .contains_key(rules.canonical_event(event)) =>
+        {
             Err(Error::invalid_input(
                 InputField::Event,
                 format!("{event:?} is not an event of machine {}", rules.name()),
@@ -195,7 +330,7 @@ pub(crate) fn decide(input: &DecisionInput<'_>) -> Result<Decision> {
     // 2. Key replay.
     if let (Some(key), Some(seen)) = (&request.key, input.key_record) {
         if seen.expires_at > input.now {
-            if seen.fingerprint == input.fingerprint {
+            if input.fingerprints.contains(&seen.fingerprint) {
                 let mut outcome = seen.outcome.clone();
                 outcome.replay = true;
                 return Ok(Decision::Replay(outcome));
@@ -206,6 +341,9 @@ pub(crate) fn decide(input: &DecisionInput<'_>) -> Result<Decision> {
             });
         }
     }
+
+    // Names (for a keyed request: checked after its key, see check_request).
+    check_names(rules, request)?;
 
     // 3. Existence.
     let Some(record) = input.record else {
@@ -225,6 +363,17 @@ pub(crate) fn decide(input: &DecisionInput<'_>) -> Result<Decision> {
         )
     };
     let current = rules.state(&record.state).ok_or_else(corrupt)?;
+    // The state's current name (the record may hold a former one until the
+    // engine migrates it) and the record as the guards see it.
+    let current_name = rules.state_name(current);
+    let entity = if record.state == current_name {
+        std::borrow::Cow::Borrowed(record)
+    } else {
+        std::borrow::Cow::Owned(EntityRecord {
+            state: current_name.to_owned(),
+            ..record.clone()
+        })
+    };
 
     // 4. Target.
     let (target, event) = match &request.target {
@@ -237,31 +386,34 @@ pub(crate) fn decide(input: &DecisionInput<'_>) -> Result<Decision> {
             })?,
             None,
         ),
-        Target::Fire(event) => match rules.next[current].get(event.as_ref()) {
-            Some(&to) => (to, Some(event.as_ref())),
-            None if rules
-                .event_targets
-                .get(event.as_ref())
-                .is_some_and(|targets| targets.contains(&current)) =>
-            {
-                (current, Some(event.as_ref()))
+        Target::Fire(event) => {
+            let event = rules.canonical_event(event);
+            match rules.next[current].get(event) {
+                Some(&to) => (to, Some(event)),
+                None if rules
+                    .event_targets
+                    .get(event)
+                    .is_some_and(|targets| targets.contains(&current)) =>
+                {
+                    (current, Some(event))
+                }
+                None => {
+                    return Err(Error::InvalidTransition {
+                        id: input.id.to_owned(),
+                        from: current_name.to_owned(),
+                        to: None,
+                        event: Some(event.to_owned()),
+                    })
+                }
             }
-            None => {
-                return Err(Error::InvalidTransition {
-                    id: input.id.to_owned(),
-                    from: record.state.clone(),
-                    to: None,
-                    event: Some(event.to_string()),
-                })
-            }
-        },
+        }
     };
 
     // 5. Already reached: a no-op success.
     if target == current {
         let outcome = OutcomeRecord {
             id: input.id.to_owned(),
-            state: record.state.clone(),
+            state: current_name.to_owned(),
             version: record.version,
             applied: false,
             from: None,
@@ -293,7 +445,7 @@ pub(crate) fn decide(input: &DecisionInput<'_>) -> Result<Decision> {
     let Some(declared_events) = rules.allowed.get(&(current, target)) else {
         return Err(Error::InvalidTransition {
             id: input.id.to_owned(),
-            from: record.state.clone(),
+            from: current_name.to_owned(),
             to: Some(to_name.to_owned()),
             event: event.map(str::to_owned),
         });
@@ -301,7 +453,7 @@ pub(crate) fn decide(input: &DecisionInput<'_>) -> Result<Decision> {
 
     // 8. Guards.
     let guard_input = NamedGuardInput {
-        entity: record,
+        entity: &entity,
         to: to_name,
         event,
         declared_events,
@@ -311,7 +463,7 @@ pub(crate) fn decide(input: &DecisionInput<'_>) -> Result<Decision> {
     if let Err(reason) = (input.guard)(&guard_input) {
         return Err(Error::GuardRejected {
             id: input.id.to_owned(),
-            from: record.state.clone(),
+            from: current_name.to_owned(),
             to: to_name.to_owned(),
             reason,
         });
@@ -326,13 +478,29 @@ pub(crate) fn decide(input: &DecisionInput<'_>) -> Result<Decision> {
         state: to_name.to_owned(),
         version,
         applied: true,
-        from: Some(record.state.clone()),
+        from: Some(current_name.to_owned()),
         event: event.map(str::to_owned),
         replay: false,
         at,
     };
     let key_record = key_record(input, &outcome);
+    let arm = rules.def().timeout_of(to_name).map(|timeout| {
+        arm_timeout(
+            input.id,
+            to_name,
+            version,
+            at,
+            timeout.after_ms,
+            &timeout.event,
+        )
+    });
+    let disarm = rules
+        .def()
+        .timeout_of(current_name)
+        .map(|_| timeout_key(input.id, &record.state, record.version));
     Ok(Decision::Apply(Box::new(Applied {
+        arm,
+        disarm,
         previous_state: Some(record.state.clone()),
         record: EntityRecord {
             id: input.id.to_owned(),
@@ -343,7 +511,7 @@ pub(crate) fn decide(input: &DecisionInput<'_>) -> Result<Decision> {
         },
         history: HistoryRecord {
             version,
-            from: Some(record.state.clone()),
+            from: Some(current_name.to_owned()),
             to: to_name.to_owned(),
             event: event.map(str::to_owned),
             key: request.key.clone(),
@@ -358,7 +526,7 @@ pub(crate) fn decide(input: &DecisionInput<'_>) -> Result<Decision> {
 
 fn key_record(input: &DecisionInput<'_>, outcome: &OutcomeRecord) -> Option<KeyRecord> {
     input.request.key.as_ref().map(|_| KeyRecord {
-        fingerprint: input.fingerprint,
+        fingerprint: input.fingerprints[0],
         expires_at: input.now.saturating_add(input.key_retention_ms),
         outcome: outcome.clone(),
     })
@@ -369,6 +537,77 @@ fn key_record(input: &DecisionInput<'_>, outcome: &OutcomeRecord) -> Option<KeyR
 pub(crate) struct CreateSpec {
     pub(crate) payload: Option<Value>,
     pub(crate) actor: Option<String>,
+    /// An idempotency key, for a creation whose retry must replay its outcome.
+    pub(crate) key: Option<String>,
+    /// The key's scope.
+    pub(crate) scope: Option<String>,
+}
+
+impl CreateSpec {
+    /// The stored form of the key (scope included), if keyed.
+    pub(crate) fn stored_key(&self) -> Option<Vec<u8>> {
+        let key = self.key.as_deref()?;
+        Some(crate::request::stored_key(self.scope.as_deref(), key))
+    }
+
+    /// The creation's fingerprints: over the id, a tag no transition has,
+    /// the payload and the actor; the current one first (the one stored),
+    /// then its variant from before JSON numbers were canonical, if it differs.
+    pub(crate) fn fingerprints(&self, id: &str) -> Vec<Fingerprint> {
+        let mut as_request = RequestSpec::new(Target::To("\u{0}create".into()));
+        as_request.payload = self.payload.clone();
+        as_request.actor = self.actor.clone();
+        Fingerprint::variants(id, &as_request)
+    }
+}
+
+/// Decides a keyed or unkeyed creation: key replay first (SPEC step 2, as
+/// for any request), then [`decide_create`]; a keyed creation stores its key
+/// with its outcome (a retry replays the creation, 201 and all).
+pub(crate) fn decide_create_keyed(
+    rules: &MachineRules,
+    id: &str,
+    record: Option<&EntityRecord>,
+    key_record: Option<&KeyRecord>,
+    create: &CreateSpec,
+    now: u64,
+    key_retention_ms: u64,
+) -> Result<Decision> {
+    let fingerprints = create.fingerprints(id);
+    let fingerprint = fingerprints[0];
+    if let (Some(key), Some(seen)) = (&create.key, key_record) {
+        if seen.expires_at > now {
+            if fingerprints.contains(&seen.fingerprint) {
+                let mut outcome = seen.outcome.clone();
+                outcome.replay = true;
+                return Ok(Decision::Replay(outcome));
+            }
+            return Err(Error::KeyReused {
+                machine: rules.name().to_owned(),
+                key: key.clone(),
+            });
+        }
+    }
+    let mut decision = decide_create(rules, id, record, create, now);
+    if create.key.is_some() {
+        let stored = |outcome: &OutcomeRecord| KeyRecord {
+            fingerprint,
+            expires_at: now.saturating_add(key_retention_ms),
+            outcome: outcome.clone(),
+        };
+        match &mut decision {
+            Decision::Apply(applied) => {
+                applied.key_record = Some(stored(&applied.outcome));
+                applied.history.key = create.key.clone();
+            }
+            Decision::NoOp {
+                outcome,
+                key_record,
+            } => *key_record = Some(stored(outcome)),
+            Decision::Replay(_) => {}
+        }
+    }
+    Ok(decision)
 }
 
 /// Decides a creation (SPEC section 2): the initial state at version 1, or a
@@ -384,7 +623,7 @@ pub(crate) fn decide_create(
         return Decision::NoOp {
             outcome: OutcomeRecord {
                 id: id.to_owned(),
-                state: record.state.clone(),
+                state: rules.canonical_state(&record.state).to_owned(),
                 version: record.version,
                 applied: false,
                 from: None,
@@ -396,7 +635,13 @@ pub(crate) fn decide_create(
         };
     }
     let initial = rules.def().initial.clone();
+    let arm = rules
+        .def()
+        .timeout_of(&initial)
+        .map(|timeout| arm_timeout(id, &initial, 1, now, timeout.after_ms, &timeout.event));
     Decision::Apply(Box::new(Applied {
+        arm,
+        disarm: None,
         outcome: OutcomeRecord {
             id: id.to_owned(),
             state: initial.clone(),
@@ -492,7 +737,7 @@ mod tests {
             record,
             key_record,
             request,
-            fingerprint: Fingerprint::of("o-1", request),
+            fingerprints: &[Fingerprint::of("o-1", request)],
             now: 100,
             key_retention_ms: 1000,
             guard: &no_guards,
@@ -668,7 +913,7 @@ mod tests {
             record: Some(&record("submitted", 2)),
             key_record: None,
             request: &request,
-            fingerprint: Fingerprint::of("o-1", &request),
+            fingerprints: &[Fingerprint::of("o-1", &request)],
             now: 100,
             key_retention_ms: 1000,
             guard: &guard,

@@ -51,18 +51,48 @@ impl fmt::Display for InputField {
     }
 }
 
-/// A state that a new machine definition removes although entities still hold it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct MissingState {
-    /// The state's name.
-    pub state: String,
-    /// How many stored entities are in that state.
-    pub entities: u64,
+/// Whether a [`Missing`] name is a state's or an event's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NameKind {
+    /// A state name.
+    State,
+    /// An event name.
+    Event,
 }
 
-impl fmt::Display for MissingState {
+/// A state or event name that a new machine definition removes although
+/// stored data still names it (and no alias maps it to a current name).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Missing {
+    /// Whether it names a state or an event.
+    pub kind: NameKind,
+    /// The name.
+    pub name: String,
+    /// How many entities are in that state now (0 for an event).
+    pub entities: u64,
+    /// How many entities' histories name it.
+    pub in_history: u64,
+    /// How many idempotency key records name it (in their stored outcome).
+    pub key_records: u64,
+}
+
+impl fmt::Display for Missing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} ({} entities)", self.state, self.entities)
+        let kind = match self.kind {
+            NameKind::State => "state",
+            NameKind::Event => "event",
+        };
+        write!(f, "{kind} {:?} (", self.name)?;
+        let mut parts = Vec::new();
+        if self.kind == NameKind::State {
+            parts.push(format!("{} entities in it", self.entities));
+        }
+        parts.push(format!(
+            "named in the history of {} entities",
+            self.in_history
+        ));
+        parts.push(format!("by {} key records", self.key_records));
+        write!(f, "{})", parts.join(", "))
     }
 }
 
@@ -202,14 +232,15 @@ pub enum Error {
         problems: Vec<String>,
     },
 
-    /// The definition given when opening a machine removes states that stored
-    /// entities still hold.
-    #[error("definition of machine {machine:?} removes states that stored entities still hold: {}", join(.missing, ", "))]
+    /// The definition given when opening a machine removes states or events
+    /// that stored data (records, history, key records) still names, without
+    /// an alias that maps them to a current name. Nothing was changed.
+    #[error("definition of machine {machine:?} removes names that stored data still uses (declare them as aliases, or keep them): {}", join(.missing, "; "))]
     DefinitionMismatch {
         /// The machine's name.
         machine: String,
-        /// The removed states that still hold entities, with their counts.
-        missing: Vec<MissingState>,
+        /// Every removed name still in use, with how much uses it.
+        missing: Vec<Missing>,
     },
 
     /// No machine of that name is stored in the database.
@@ -273,6 +304,30 @@ impl Error {
         Error::Storage {
             context: context.into(),
             source: source.into(),
+        }
+    }
+}
+
+impl Error {
+    /// The variant's name (`"VersionConflict"`, `"CommitUnknown"`, ...): a
+    /// short, stable label for logs, metrics and API answers that never
+    /// carries the error's data (no key, no payload).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidInput { .. } => "InvalidInput",
+            Error::NotFound { .. } => "NotFound",
+            Error::InvalidTransition { .. } => "InvalidTransition",
+            Error::VersionConflict { .. } => "VersionConflict",
+            Error::KeyReused { .. } => "KeyReused",
+            Error::GuardPanicked { .. } => "GuardPanicked",
+            Error::CommitUnknown { .. } => "CommitUnknown",
+            Error::GuardRejected { .. } => "GuardRejected",
+            Error::InvalidDefinition { .. } => "InvalidDefinition",
+            Error::DefinitionMismatch { .. } => "DefinitionMismatch",
+            Error::UnknownMachine { .. } => "UnknownMachine",
+            Error::Corrupt { .. } => "Corrupt",
+            Error::Locked { .. } => "Locked",
+            Error::Storage { .. } => "Storage",
         }
     }
 }

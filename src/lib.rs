@@ -87,26 +87,34 @@
 // Lets the derive macro name `::idemflow` from inside this crate too (tests, docs).
 extern crate self as idemflow;
 
+#[cfg(feature = "tokio")]
+pub mod asynchronous;
 mod clock;
 mod decide;
+mod definitions;
 mod durability;
 mod engine;
 pub mod error;
 mod graph;
 mod guard;
 pub mod machine;
+pub mod observe;
 mod outbox;
 mod outcome;
 mod request;
 mod store;
 pub mod testing;
+mod timers;
 mod write;
 
+#[cfg(feature = "tokio")]
+pub use asynchronous::{AsyncMachine, NamedAsyncMachine};
 pub use clock::{Clock, SystemClock};
 pub use decide::NamedGuardInput;
+pub use definitions::DefinitionVersion;
 pub use durability::Durability;
 pub use engine::{Engine, EngineBuilder, Machine, NamedMachine, PurgeReport};
-pub use error::{Error, InputField, MissingState, Result};
+pub use error::{Error, InputField, Missing, NameKind, Result};
 pub use graph::{render_svg, DotOptions};
 pub use guard::GuardInput;
 pub use machine::{
@@ -117,8 +125,9 @@ pub use outbox::{Outbox, Subscription};
 pub use outcome::{
     Entity, EntityRecord, HistoryEntry, HistoryRecord, OutboxEvent, Outcome, OutcomeRecord,
 };
-pub use request::{Fingerprint, Limits, NamedRequest, Request, Target};
+pub use request::{Create, Fingerprint, Limits, NamedRequest, Request, Target};
 pub use store::PendingEntry;
+pub use timers::{ScheduledTimer, TimerKind, TIMER_ACTOR};
 
 /// Derives [`StateMachine`](trait@StateMachine) for a state enum; see `docs/machines.md`.
 pub use idemflow_macros::StateMachine;

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::observe::{self, Call, Subject};
 use crate::outcome::OutboxEvent;
 use crate::store::{OutboxWaiter, PendingEntry};
 use crate::write::jobs::Task;
@@ -58,6 +59,12 @@ impl Outbox {
     /// `tracing` warning); [`pending_entries`](Outbox::pending_entries)
     /// reports it with its position, to acknowledge or quarantine.
     pub fn pending(&self, limit: usize) -> Result<Vec<OutboxEvent>> {
+        observe::call(Call::OutboxPending, Subject::default(), || {
+            self.read_pending(limit)
+        })
+    }
+
+    fn read_pending(&self, limit: usize) -> Result<Vec<OutboxEvent>> {
         let mut events = Vec::with_capacity(limit.min(SCAN_CHUNK));
         let mut after = None;
         while events.len() < limit {
@@ -69,7 +76,8 @@ impl Outbox {
                     PendingEntry::Event(event) if events.len() < limit => events.push(event),
                     PendingEntry::Event(_) => break,
                     PendingEntry::Undecodable { position, error } => {
-                        tracing::warn!(position, %error, "skipped an undecodable outbox entry");
+                        let error = observe::loggable(&error);
+                        tracing::warn!(position, error, "skipped an undecodable outbox entry");
                     }
                 }
             }
@@ -102,16 +110,21 @@ impl Outbox {
         if positions.is_empty() {
             return Ok(0);
         }
-        let positions = positions.to_vec();
-        let task: Task = Box::new(move |store| {
-            store
-                .outbox_remove(&positions)
-                .map(|removed| removed as u64)
-        });
-        self.engine
-            .inner()
-            .run_task(task, "acknowledging outbox events")
-            .map(|removed| usize::try_from(removed).unwrap_or(usize::MAX))
+        observe::call(Call::OutboxAck, Subject::default(), || {
+            let positions = positions.to_vec();
+            let task: Task = Box::new(move |store| {
+                store
+                    .outbox_remove(&positions)
+                    .map(|removed| removed as u64)
+            });
+            let removed = self
+                .engine
+                .inner()
+                .run_task(task, "acknowledging outbox events")
+                .map(|removed| usize::try_from(removed).unwrap_or(usize::MAX))?;
+            observe::outbox_removed(removed);
+            Ok(removed)
+        })
     }
 
     /// Moves the entry at `position` out of the outbox into the
@@ -119,15 +132,19 @@ impl Outbox {
     /// delivered. Returns whether it was pending.
     pub fn quarantine(&self, position: u64) -> Result<bool> {
         let task: Task = Box::new(move |store| store.outbox_quarantine(position).map(u64::from));
-        self.engine
+        let moved = self
+            .engine
             .inner()
-            .run_task(task, "quarantining an outbox entry")
-            .map(|moved| moved > 0)
+            .run_task(task, "quarantining an outbox entry")?;
+        observe::outbox_removed(usize::from(moved > 0));
+        Ok(moved > 0)
     }
 
     /// The number of pending entries (including ones not yet durable).
     pub fn len(&self) -> Result<usize> {
-        self.engine.inner().store.outbox_len()
+        let pending = self.engine.inner().store.outbox_len()?;
+        observe::outbox_pending(pending);
+        Ok(pending)
     }
 
     /// Whether no entry is pending.

@@ -10,7 +10,8 @@ use crate::error::{Error, InputField, Result};
 use crate::machine::{MachineEvent, StateMachine};
 
 /// What a request asks for, by name: a target state or an event.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Target {
     /// Move to this state.
     To(Cow<'static, str>),
@@ -42,7 +43,7 @@ pub(crate) struct RequestSpec {
 }
 
 impl RequestSpec {
-    fn new(target: Target) -> Self {
+    pub(crate) fn new(target: Target) -> Self {
         RequestSpec {
             target,
             key: None,
@@ -307,6 +308,23 @@ impl Limits {
         self.check_payload(spec.payload.as_ref())
     }
 
+    /// Checks an optional key and its scope (a scope needs a key).
+    pub(crate) fn check_key(&self, key: Option<&str>, scope: Option<&str>) -> Result<()> {
+        if let Some(key) = key {
+            check_length(InputField::Key, key, self.max_key_bytes)?;
+        }
+        if let Some(scope) = scope {
+            check_length(InputField::Scope, scope, self.max_scope_bytes)?;
+            if key.is_none() {
+                return Err(Error::invalid_input(
+                    InputField::Scope,
+                    "a scope needs an idempotency key to scope",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks an actor: at most `max_actor_bytes` bytes.
     pub(crate) fn check_actor(&self, actor: Option<&str>) -> Result<()> {
         match actor {
@@ -410,13 +428,44 @@ fn check_length(field: InputField, value: &str, max: usize) -> Result<()> {
 }
 
 /// A request's fingerprint: a BLAKE3 hash over a canonical encoding of the
-/// entity id and every request field (JSON object key order does not matter).
+/// entity id and every request field (JSON object key order does not matter,
+/// and numbers count by value: `1`, `1.0` and `1e0` are the same amount).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
+
+/// How a fingerprint encodes JSON numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Numbers {
+    /// By value: an integral number is its integer, whatever its spelling.
+    Canonical,
+    /// By serde_json's text of the parsed number (`1.0` and `1` differ):
+    /// the encoding of fingerprints stored before numbers were canonical.
+    Legacy,
+}
 
 impl Fingerprint {
     /// The fingerprint of `spec` on entity `id`.
     pub(crate) fn of(id: &str, spec: &RequestSpec) -> Fingerprint {
+        Fingerprint::encoded(id, spec, Numbers::Canonical)
+    }
+
+    /// Every fingerprint a key record of this request may hold: the current
+    /// one first (it is what a new key record stores), then the one a key
+    /// record written before numbers were canonical holds, when the
+    /// payload has a number whose old encoding differs (an integral float
+    /// such as `1.0` or `-0.0`). So a request stored before the change
+    /// still replays when retried as it was sent.
+    pub(crate) fn variants(id: &str, spec: &RequestSpec) -> Vec<Fingerprint> {
+        let current = Fingerprint::of(id, spec);
+        match &spec.payload {
+            Some(payload) if has_legacy_numbers(payload) => {
+                vec![current, Fingerprint::encoded(id, spec, Numbers::Legacy)]
+            }
+            _ => vec![current],
+        }
+    }
+
+    fn encoded(id: &str, spec: &RequestSpec, numbers: Numbers) -> Fingerprint {
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"idemflow request v1\0");
         put_bytes(&mut hasher, id.as_bytes());
@@ -442,7 +491,7 @@ impl Fingerprint {
         match &spec.payload {
             Some(payload) => {
                 hasher.update(b"P");
-                canonical_json(&mut hasher, payload);
+                canonical_json(&mut hasher, payload, numbers);
             }
             None => {
                 hasher.update(b"-");
@@ -467,8 +516,8 @@ fn put_bytes(hasher: &mut blake3::Hasher, bytes: &[u8]) {
 }
 
 /// Feeds a JSON value in a canonical form: object keys sorted, every item
-/// tagged and length-prefixed, numbers by their JSON text.
-fn canonical_json(hasher: &mut blake3::Hasher, value: &Value) {
+/// tagged and length-prefixed, numbers by [`number_text`].
+fn canonical_json(hasher: &mut blake3::Hasher, value: &Value, numbers: Numbers) {
     match value {
         Value::Null => {
             hasher.update(b"n");
@@ -478,7 +527,11 @@ fn canonical_json(hasher: &mut blake3::Hasher, value: &Value) {
         }
         Value::Number(number) => {
             hasher.update(b"#");
-            put_bytes(hasher, number.to_string().as_bytes());
+            let text = match numbers {
+                Numbers::Canonical => number_text(number),
+                Numbers::Legacy => number.to_string(),
+            };
+            put_bytes(hasher, text.as_bytes());
         }
         Value::String(text) => {
             hasher.update(b"s");
@@ -488,7 +541,7 @@ fn canonical_json(hasher: &mut blake3::Hasher, value: &Value) {
             hasher.update(b"[");
             hasher.update(&(items.len() as u64).to_be_bytes());
             for item in items {
-                canonical_json(hasher, item);
+                canonical_json(hasher, item, numbers);
             }
         }
         Value::Object(map) => {
@@ -498,9 +551,108 @@ fn canonical_json(hasher: &mut blake3::Hasher, value: &Value) {
             entries.sort_by(|a, b| a.0.cmp(b.0));
             for (name, item) in entries {
                 put_bytes(hasher, name.as_bytes());
-                canonical_json(hasher, item);
+                canonical_json(hasher, item, numbers);
             }
         }
+    }
+}
+
+/// A number's text by value: an integral number (`1`, `1.0`, `1e0`, `-0.0`)
+/// is its integer in decimal; any other is the shortest text that reads
+/// back as the same 64-bit float (`0.5`, `1e300`). Integers beyond 64 bits
+/// arrive as floats (serde_json reads them so) and stay floats here.
+fn number_text(number: &serde_json::Number) -> String {
+    if let Some(integer) = number.as_i64() {
+        return integer.to_string();
+    }
+    if let Some(integer) = number.as_u64() {
+        return integer.to_string();
+    }
+    match number.as_f64() {
+        // Within ±2^64 every integral float is exactly an i128.
+        Some(float) if float.fract() == 0.0 && float.abs() < 18_446_744_073_709_551_616.0 => {
+            (float as i128).to_string()
+        }
+        _ => number.to_string(),
+    }
+}
+
+/// Whether `value` holds a number whose canonical text differs from its
+/// legacy text (then fingerprints stored before the change differ too).
+fn has_legacy_numbers(value: &Value) -> bool {
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Number(number)
+                if number.is_f64() && number_text(number) != number.to_string() =>
+            {
+                return true;
+            }
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// A creation with options: an idempotency key (and its scope), a payload and
+/// an actor for the first history entry. Without a key a creation is
+/// idempotent by itself (creating an existing entity is a no-op); with one, a
+/// retry *replays* the original outcome (so an HTTP service can answer the
+/// original 201), and the key is bound to this creation like any request's.
+///
+/// ```
+/// # use idemflow::{Create, Engine, Error, MachineDef};
+/// let engine = Engine::temporary()?;
+/// let doors = engine.register(MachineDef::new("door", "closed").state("closed")
+///     .terminal_state("open").transition("closed", "open", "open"))?;
+/// let create = Create::new().key("new-front").actor("installer");
+/// let first = doors.create_request("front", create.clone())?;
+/// assert!(first.applied && !first.replay);
+/// let retry = doors.create_request("front", create)?;
+/// assert!(retry.applied && retry.replay);                    // the original creation
+/// assert!(matches!(doors.create_request("back", Create::new().key("new-front")),
+///     Err(Error::KeyReused { .. })));
+/// # Ok::<(), idemflow::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Create {
+    pub(crate) spec: crate::decide::CreateSpec,
+}
+
+impl Create {
+    /// A creation without options.
+    pub fn new() -> Self {
+        Create::default()
+    }
+
+    /// Sets the idempotency key: a retry replays the original creation.
+    #[must_use]
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.spec.key = Some(key.into());
+        self
+    }
+
+    /// Scopes the key to a client, tenant or account (see [`Request::scope`]).
+    #[must_use]
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.spec.scope = Some(scope.into());
+        self
+    }
+
+    /// Records a JSON payload in the first history entry and its outbox event.
+    #[must_use]
+    pub fn payload(mut self, payload: Value) -> Self {
+        self.spec.payload = Some(payload);
+        self
+    }
+
+    /// Names who creates the entity.
+    #[must_use]
+    pub fn actor(mut self, actor: impl Into<String>) -> Self {
+        self.spec.actor = Some(actor.into());
+        self
     }
 }
 
@@ -550,6 +702,181 @@ mod tests {
         let mut keyed = base.clone();
         keyed.key = Some("k".into());
         assert_eq!(Fingerprint::of("o-1", &keyed), base_print);
+    }
+
+    fn with_payload(text: &str) -> RequestSpec {
+        let mut request = spec(Target::To("paid".into()));
+        request.payload = Some(serde_json::from_str(text).unwrap());
+        request
+    }
+
+    #[test]
+    fn fingerprint_counts_numbers_by_value() {
+        let one = Fingerprint::of("o-1", &with_payload(r#"{"amount":1}"#));
+        for same in [
+            r#"{"amount":1.0}"#,
+            r#"{"amount":1e0}"#,
+            r#"{"amount":10e-1}"#,
+            r#"{"amount":1.000}"#,
+        ] {
+            assert_eq!(Fingerprint::of("o-1", &with_payload(same)), one, "{same}");
+        }
+        let zero = Fingerprint::of("o-1", &with_payload("[0]"));
+        assert_eq!(Fingerprint::of("o-1", &with_payload("[-0.0]")), zero);
+        assert_eq!(Fingerprint::of("o-1", &with_payload("[0.0]")), zero);
+        let half = Fingerprint::of("o-1", &with_payload("[0.5]"));
+        assert_eq!(Fingerprint::of("o-1", &with_payload("[5e-1]")), half);
+        assert_eq!(Fingerprint::of("o-1", &with_payload("[0.50]")), half);
+        // Different amounts stay different.
+        for other in [
+            r#"{"amount":2}"#,
+            r#"{"amount":1.5}"#,
+            r#"{"amount":-1}"#,
+            r#"{"amount":"1"}"#,
+        ] {
+            assert_ne!(Fingerprint::of("o-1", &with_payload(other)), one, "{other}");
+        }
+        // Large integers: exact as integers; an integral float reads as its integer.
+        let big = Fingerprint::of("o-1", &with_payload("[18446744073709551615]"));
+        assert_ne!(
+            Fingerprint::of("o-1", &with_payload("[18446744073709551614]")),
+            big
+        );
+        assert_eq!(
+            Fingerprint::of("o-1", &with_payload("[-9007199254740992]")),
+            Fingerprint::of("o-1", &with_payload("[-9007199254740992.0]"))
+        );
+        // Beyond 64 bits: floats, compared as floats.
+        assert_eq!(
+            Fingerprint::of("o-1", &with_payload("[1e20]")),
+            Fingerprint::of("o-1", &with_payload("[100000000000000000000]"))
+        );
+    }
+
+    #[test]
+    fn the_former_number_encoding_is_a_variant_only_where_it_differs() {
+        // Integers and non-integral floats were encoded the same way before.
+        for text in [
+            r#"{"amount":1}"#,
+            r#"{"amount":0.5}"#,
+            r#"{"a":[1,2,{"b":-3}]}"#,
+            "null",
+        ] {
+            let request = with_payload(text);
+            assert_eq!(
+                Fingerprint::variants("o-1", &request),
+                vec![Fingerprint::of("o-1", &request)],
+                "{text}"
+            );
+            assert_eq!(
+                Fingerprint::encoded("o-1", &request, Numbers::Legacy),
+                Fingerprint::of("o-1", &request)
+            );
+        }
+        // An integral float (`1.0`) had a fingerprint of its own: it comes second.
+        for text in [r#"{"amount":1.0}"#, r#"{"a":[1,{"b":-0.0}]}"#, "[2e0]"] {
+            let request = with_payload(text);
+            let variants = Fingerprint::variants("o-1", &request);
+            assert_eq!(variants.len(), 2, "{text}");
+            assert_eq!(variants[0], Fingerprint::of("o-1", &request));
+            assert_eq!(
+                variants[1],
+                Fingerprint::encoded("o-1", &request, Numbers::Legacy)
+            );
+            assert_ne!(variants[0], variants[1]);
+        }
+    }
+
+    #[test]
+    fn a_key_stored_before_numbers_were_canonical_still_replays() {
+        use crate::decide::{
+            decide, decide_create_keyed, no_guards, Decision, DecisionInput, KeyRecord,
+            MachineRules,
+        };
+        use crate::outcome::{EntityRecord, OutcomeRecord};
+
+        let rules = MachineRules::new(
+            crate::MachineDef::new("order", "submitted")
+                .state("submitted")
+                .terminal_state("paid")
+                .transition("submitted", "pay", "paid"),
+        );
+        let original = OutcomeRecord {
+            id: "o-1".into(),
+            state: "paid".into(),
+            version: 2,
+            applied: true,
+            from: Some("submitted".into()),
+            event: None,
+            replay: false,
+            at: 50,
+        };
+        let record = EntityRecord {
+            id: "o-1".into(),
+            state: "paid".into(),
+            version: 2,
+            created_at: 10,
+            updated_at: 50,
+        };
+        let mut request = with_payload(r#"{"amount":42.0}"#);
+        request.key = Some("pay-1".into());
+        // The key record as an older release stored it.
+        let stored = KeyRecord {
+            fingerprint: Fingerprint::encoded("o-1", &request, Numbers::Legacy),
+            expires_at: 1000,
+            outcome: original.clone(),
+        };
+        let fingerprints = rules.fingerprints("o-1", &request);
+        let decision = decide(&DecisionInput {
+            rules: &rules,
+            id: "o-1",
+            record: Some(&record),
+            key_record: Some(&stored),
+            request: &request,
+            fingerprints: &fingerprints,
+            now: 100,
+            key_retention_ms: 1000,
+            guard: &no_guards,
+        })
+        .unwrap();
+        assert_eq!(
+            decision,
+            Decision::Replay(OutcomeRecord {
+                replay: true,
+                ..original.clone()
+            })
+        );
+
+        // A keyed creation stored before the change replays too.
+        let create = crate::decide::CreateSpec {
+            payload: Some(serde_json::from_str(r#"{"total":3.0}"#).unwrap()),
+            key: Some("new-o-1".into()),
+            ..Default::default()
+        };
+        let mut as_request = spec(Target::To("\u{0}create".into()));
+        as_request.payload = create.payload.clone();
+        let stored = KeyRecord {
+            fingerprint: Fingerprint::encoded("o-1", &as_request, Numbers::Legacy),
+            expires_at: 1000,
+            outcome: original.clone(),
+        };
+        let decision = decide_create_keyed(
+            &rules,
+            "o-1",
+            Some(&record),
+            Some(&stored),
+            &create,
+            100,
+            1000,
+        )
+        .unwrap();
+        assert_eq!(
+            decision,
+            Decision::Replay(OutcomeRecord {
+                replay: true,
+                ..original
+            })
+        );
     }
 
     #[test]

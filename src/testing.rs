@@ -1,4 +1,6 @@
-//! Helpers for tests: a clock the test moves, and faults the test injects.
+//! Helpers for tests: a clock the test moves, faults the test injects, and
+//! (feature `testing`) `check_machine`, a property test of your own
+//! machine against a reference model of the spec.
 //!
 //! ```
 //! use std::time::Duration;
@@ -11,6 +13,12 @@
 //! clock.set(5);
 //! assert_eq!(clock.now_ms(), 5);
 //! ```
+
+#[cfg(feature = "testing")]
+mod check;
+
+#[cfg(feature = "testing")]
+pub use self::check::{check_machine, check_machine_with, CheckConfig};
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;

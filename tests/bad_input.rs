@@ -245,8 +245,8 @@ fn send_bad_requests(engine: &Engine) {
     match engine.register(shrunk) {
         Err(Error::DefinitionMismatch { machine, missing }) => {
             assert_eq!(machine, "order");
-            let states: Vec<&str> = missing.iter().map(|m| m.state.as_str()).collect();
-            assert_eq!(states, ["draft"], "{missing:?}");
+            let names: Vec<&str> = missing.iter().map(|m| m.name.as_str()).collect();
+            assert_eq!(names, ["draft", "submit"], "{missing:?}");
             assert_eq!(missing[0].entities, 1);
         }
         other => panic!("expected DefinitionMismatch, got {other:?}"),

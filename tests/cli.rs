@@ -235,12 +235,105 @@ fn demo_json_on_a_temporary_database() {
 }
 
 #[test]
+fn definitions_and_migrate_show_the_change_log_and_finish_a_rename() {
+    let fixture = Fixture::new();
+    let db = fixture.db();
+    {
+        // Rename "submitted" to "placed" (and the event "submit" to "place").
+        let engine = Engine::open(fixture.dir.path().join("db")).expect("open");
+        let renamed = serde_json::to_string(&order_def())
+            .unwrap()
+            .replace("\"submitted\"", "\"placed\"")
+            .replace("\"submit\"", "\"place\"");
+        let renamed: idemflow::MachineDef = serde_json::from_str(&renamed).unwrap();
+        let renamed = renamed
+            .alias("placed", "submitted")
+            .event_alias("place", "submit");
+        engine.register(renamed).expect("the rename is accepted");
+    }
+    let log = ok(fixture.run(&["definitions", "--db", &db, "order"]));
+    assert!(log.contains("order: 2 stored versions"), "{log}");
+    assert!(log.contains("version 2"), "{log}");
+    assert!(log.contains("renamed state submitted to placed"), "{log}");
+    assert!(log.contains("renamed event submit to place"), "{log}");
+    let versions = json(&ok(fixture.run(&[
+        "definitions",
+        "--db",
+        &db,
+        "order",
+        "--json",
+    ])));
+    assert_eq!(versions.as_array().unwrap().len(), 2);
+    let listed = ok(fixture.run(&["machines", "--db", &db]));
+    assert!(listed.contains("definition version 2"), "{listed}");
+    let migrated = ok(fixture.run(&["migrate", "--db", &db]));
+    assert!(
+        migrated.contains("order (definition version 2)"),
+        "{migrated}"
+    );
+    assert!(
+        migrated.contains("nothing left under former state names"),
+        "{migrated}"
+    );
+    let listed = json(&ok(fixture.run(&["machines", "--db", &db, "--json"])));
+    assert_eq!(listed[0]["pending_migration"], 0);
+    let unknown = fixture.run(&["definitions", "--db", &db, "nope"]);
+    assert!(!unknown.status.success());
+}
+
+#[test]
+fn timers_lists_pending_timers_by_due_time() {
+    let dir = TempDir::new().expect("temp dir");
+    let db = dir.path().join("db");
+    {
+        let engine = Engine::builder().timers(false).open(&db).expect("open");
+        let invoices = engine
+            .register(
+                idemflow::MachineDef::new("invoice", "sent")
+                    .state("sent")
+                    .terminal_state("paid")
+                    .terminal_state("expired")
+                    .transition("sent", "pay", "paid")
+                    .transition("sent", "expire", "expired")
+                    .timeout("sent", std::time::Duration::from_secs(1800), "expire"),
+            )
+            .expect("register");
+        invoices.create("i-1").expect("create");
+        invoices
+            .schedule(
+                "i-1",
+                std::time::Duration::from_secs(60),
+                NamedRequest::fire("pay").key("pay-i-1"),
+            )
+            .expect("schedule");
+    }
+    let db = db.display().to_string();
+    let text = ok(run_in(dir.path(), &["timers", "--db", &db]));
+    assert!(text.contains("2 pending timers"), "{text}");
+    let first = text
+        .lines()
+        .position(|l| l.contains("pay-i-1"))
+        .expect("the scheduled one");
+    let second = text
+        .lines()
+        .position(|l| l.contains("timeout/sent/1"))
+        .expect("the timeout");
+    assert!(first < second, "by due time: {text}");
+    let listed = json(&ok(run_in(
+        dir.path(),
+        &["timers", "--db", &db, "invoice", "--json"],
+    )));
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed[1]["kind"], "timeout");
+}
+
+#[test]
 fn machines_lists_counts_per_state() {
     let fixture = Fixture::new();
     let db = fixture.db();
     let text = ok(fixture.run(&["machines", "--db", &db]));
     assert!(
-        text.contains("order: 3 entities, 6 states, 6 transitions"),
+        text.contains("order: definition version 1, 3 entities, 6 states, 6 transitions"),
         "{text}"
     );
     assert!(text.contains("Being filled by the customer"), "{text}");

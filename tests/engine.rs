@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use idemflow::{
-    Durability, Engine, Error, InputField, Limits, MachineDef, NamedRequest, Request, StateMachine,
+    Durability, Engine, Error, InputField, Limits, MachineDef, NameKind, NamedRequest, Request,
+    StateMachine,
 };
 mod common;
 
@@ -594,7 +595,7 @@ fn definitions_are_stored_and_listed(db: &TestDb) {
     assert_eq!(engine.machines().unwrap().len(), 1);
 }
 
-fn changed_definition_is_accepted_unless_it_drops_a_state_with_entities(db: &TestDb) {
+fn changed_definition_is_accepted_unless_it_drops_a_name_stored_data_uses(db: &TestDb) {
     let engine = engine(db);
     let v1 = MachineDef::new("ticket", "open")
         .state("open")
@@ -617,15 +618,30 @@ fn changed_definition_is_accepted_unless_it_drops_a_state_with_entities(db: &Tes
     match &error {
         Error::DefinitionMismatch { machine, missing } => {
             assert_eq!(machine, "ticket");
-            assert_eq!(missing.len(), 1);
+            assert_eq!(missing.len(), 2, "{missing:?}");
             assert_eq!(
-                (missing[0].state.as_str(), missing[0].entities),
-                ("waiting", 2)
+                (
+                    missing[0].kind,
+                    missing[0].name.as_str(),
+                    missing[0].entities
+                ),
+                (NameKind::State, "waiting", 2)
+            );
+            assert_eq!(missing[0].in_history, 2);
+            assert_eq!(
+                (
+                    missing[1].kind,
+                    missing[1].name.as_str(),
+                    missing[1].in_history
+                ),
+                (NameKind::Event, "wait", 2)
             );
         }
         other => panic!("expected DefinitionMismatch, got {other:?}"),
     }
-    assert!(error.to_string().contains("\"waiting\" (2 entities)"));
+    assert!(error
+        .to_string()
+        .contains("state \"waiting\" (2 entities in it"));
 
     // Adding a state is compatible.
     let v2 = MachineDef::new("ticket", "open")
@@ -639,14 +655,34 @@ fn changed_definition_is_accepted_unless_it_drops_a_state_with_entities(db: &Tes
         .transition("escalated", "close", "closed")
         .transition("open", "close", "closed");
     let tickets = engine.register(v2.clone()).unwrap();
-    assert_eq!(engine.machine_by_name("ticket").unwrap().definition(), &v2);
+    assert_eq!(engine.machine_by_name("ticket").unwrap().definition(), v2);
     tickets
         .apply("t-1", NamedRequest::fire("escalate"))
         .unwrap();
     tickets.apply("t-2", NamedRequest::fire("close")).unwrap();
     tickets.apply("t-1", NamedRequest::fire("close")).unwrap();
-    // Once no entity waits, dropping the state is accepted.
-    engine.register(without_waiting).unwrap();
+    // No entity waits any more, but histories still name the state and its
+    // event: removing them would make those histories unreadable.
+    match engine.register(without_waiting.clone()).unwrap_err() {
+        Error::DefinitionMismatch { missing, .. } => {
+            let waiting = missing.iter().find(|m| m.name == "waiting").unwrap();
+            assert_eq!((waiting.entities, waiting.in_history), (0, 2));
+        }
+        other => panic!("expected DefinitionMismatch, got {other:?}"),
+    }
+    // Declaring where the old names read is accepted.
+    let merged = without_waiting
+        .alias("open", "waiting")
+        .alias("closed", "escalated")
+        .event_alias("close", "wait")
+        .event_alias("close", "escalate");
+    let tickets = engine.register(merged).unwrap();
+    assert_eq!(tickets.definition_version(), 3, "v1, v2, then the merge");
+    let history = tickets.history("t-1").unwrap();
+    assert!(
+        history.iter().any(|entry| entry.to == "waiting"),
+        "history keeps what was written"
+    );
 }
 
 #[test]
@@ -693,6 +729,6 @@ backend_tests! {
     keys_are_scoped_to_one_machine,
     scoped_keys_of_two_clients_never_meet,
     definitions_are_stored_and_listed,
-    changed_definition_is_accepted_unless_it_drops_a_state_with_entities,
+    changed_definition_is_accepted_unless_it_drops_a_name_stored_data_uses,
     string_ids_work_by_reference,
 }

@@ -29,17 +29,29 @@ use handoff::{Abandoned, Batch, Handoff};
 fn answering<'a>(
     running: &'a AtomicBool,
     batches: &'a AtomicUsize,
-) -> impl FnMut(Batch<u32, u32>) + 'a {
+) -> impl FnMut(Batch<u32, u32>) -> Box<dyn FnOnce()> + 'a {
     move |batch| {
         assert!(
             !running.swap(true, Ordering::SeqCst),
             "two batches ran at once"
         );
         batches.fetch_add(1, Ordering::SeqCst);
+        // Half the answers now, half after the leadership is passed on (as
+        // the writer answers after a pipelined sync).
+        let mut later = Vec::new();
         for (job, ticket) in batch {
-            ticket.answer(job * 10);
+            if job % 2 == 0 {
+                ticket.answer(job * 10);
+            } else {
+                later.push((job, ticket));
+            }
         }
         running.store(false, Ordering::SeqCst);
+        Box::new(move || {
+            for (job, ticket) in later {
+                ticket.answer(job * 10);
+            }
+        })
     }
 }
 
@@ -94,6 +106,25 @@ fn leadership_passes_on_until_every_job_is_answered() {
 }
 
 #[test]
+fn several_jobs_of_one_caller_and_a_concurrent_caller_are_all_answered() {
+    // Batches of one: the caller of three jobs must keep receiving the
+    // leadership for each of its jobs in turn, with another caller between.
+    bounded().check(|| {
+        let handoff = Arc::new(Handoff::<u32, u32>::new(1));
+        let running = Arc::new(AtomicBool::new(false));
+        let batches = Arc::new(AtomicUsize::new(0));
+        let other = {
+            let (handoff, running, batches) = (handoff.clone(), running.clone(), batches.clone());
+            thread::spawn(move || handoff.submit(9, &mut answering(&running, &batches)))
+        };
+        let mine = handoff.submit_all(vec![1, 2, 3], &mut answering(&running, &batches));
+        assert_eq!(mine, vec![Ok(10), Ok(20), Ok(30)]);
+        assert_eq!(other.join().unwrap(), Ok(90));
+        assert_eq!(batches.load(Ordering::SeqCst), 4);
+    });
+}
+
+#[test]
 fn a_batch_that_drops_its_tickets_answers_abandoned_and_passes_leadership() {
     bounded().check(|| {
         let handoff = Arc::new(Handoff::<u32, u32>::new(8));
@@ -107,6 +138,7 @@ fn a_batch_that_drops_its_tickets_answers_abandoned_and_passes_leadership() {
                             ticket.answer(job * 10);
                         }
                     }
+                    || {}
                 })
             })
         };
@@ -116,6 +148,7 @@ fn a_batch_that_drops_its_tickets_answers_abandoned_and_passes_leadership() {
                     ticket.answer(job * 10);
                 }
             }
+            || {}
         });
         assert_eq!(mine, Ok(20));
         assert_eq!(caller.join().unwrap(), Err(Abandoned));
@@ -124,6 +157,7 @@ fn a_batch_that_drops_its_tickets_answers_abandoned_and_passes_leadership() {
             for (job, ticket) in batch {
                 ticket.answer(job * 10);
             }
+            || {}
         });
         assert_eq!(later, Ok(30));
     });
@@ -140,6 +174,7 @@ fn closing_answers_every_waiting_caller() {
                     for (job, ticket) in batch {
                         ticket.answer(job * 10);
                     }
+                    || {}
                 })
             })
         };
@@ -149,7 +184,7 @@ fn closing_answers_every_waiting_caller() {
         let result = caller.join().unwrap();
         assert!(result == Ok(10) || result == Err(Abandoned), "{result:?}");
         assert_eq!(
-            handoff.submit(2, &mut |_: Batch<u32, u32>| {}),
+            handoff.submit(2, &mut |_: Batch<u32, u32>| || {}),
             Err(Abandoned)
         );
     });

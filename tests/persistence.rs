@@ -65,7 +65,7 @@ fn reopen_keeps_records_history_keys_outbox_and_definitions() {
     assert_eq!(payments.in_state(Payment::Pending).unwrap(), vec!["p-2"]);
     // Tools without the Rust type read the stored definition.
     let named = engine.machine_by_name("payment").unwrap();
-    assert_eq!(named.definition(), &Payment::definition());
+    assert_eq!(named.definition(), Payment::definition());
     assert_eq!(
         named
             .apply("p-2", NamedRequest::fire("fail"))

@@ -139,15 +139,26 @@ pub fn state_key(state: &str, id: &str) -> Vec<u8> {
     key
 }
 
-/// `outbox` key: u64 at, str machine, str id, u64 version.
-pub fn outbox_key(at: u64, machine: &str, id: &str, version: u64) -> Vec<u8> {
+/// `outbox` key: u64 position, str machine, str id, u64 version.
+pub fn outbox_key(position: u64, machine: &str, id: &str, version: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(8 + 4 + machine.len() + 4 + id.len() + 8);
-    key.extend_from_slice(&at.to_be_bytes());
+    key.extend_from_slice(&position.to_be_bytes());
     put_str(&mut key, machine);
     put_str(&mut key, id);
     key.extend_from_slice(&version.to_be_bytes());
     key
 }
+
+/// `key_expiry` key: u64 expires_at, then the stored key.
+pub fn key_expiry_key(expires_at: u64, key: &str) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(8 + key.len());
+    entry.extend_from_slice(&expires_at.to_be_bytes());
+    entry.extend_from_slice(key.as_bytes());
+    entry
+}
+
+/// The engine's segment size for new databases (8 MiB).
+pub const SEGMENT_BYTES: usize = 8 * 1024 * 1024;
 
 /// The value bytes one applied transition writes, captured from the engine.
 #[derive(Clone, Debug)]
@@ -187,11 +198,12 @@ impl Templates {
             db.open_tree(format!("{concern}/{MACHINE}"))
                 .expect("open tree")
         };
-        let (entities, history, by_state, keys) = (
+        let (entities, history, by_state, keys, key_expiry) = (
             tree("entities"),
             tree("history"),
             tree("by_state"),
             tree("keys"),
+            tree("key_expiry"),
         );
         let outbox = db.open_tree("outbox").expect("open outbox");
 
@@ -210,11 +222,18 @@ impl Templates {
         );
         assert_eq!(by_state.len(), 1, "the transition moved the index entry");
         let key_record = keys.get(&the_key).unwrap().expect("key record");
+        let (expiry_k, _) = key_expiry.first().unwrap().expect("key expiry entry");
+        let expires_at = u64::from_be_bytes(expiry_k[..8].try_into().unwrap());
+        assert_eq!(
+            &*expiry_k,
+            key_expiry_key(expires_at, &the_key).as_slice(),
+            "key expiry layout"
+        );
         let (outbox_k, outbox_v) = outbox.last().unwrap().expect("outbox event");
-        let at = u64::from_be_bytes(outbox_k[..8].try_into().unwrap());
+        let position = u64::from_be_bytes(outbox_k[..8].try_into().unwrap());
         assert_eq!(
             &*outbox_k,
-            outbox_key(at, MACHINE, &the_id, 2).as_slice(),
+            outbox_key(position, MACHINE, &the_id, 2).as_slice(),
             "outbox key layout"
         );
         assert_eq!(outbox_v, change, "the outbox event is the history change");
@@ -228,16 +247,20 @@ impl Templates {
     }
 }
 
-/// Plain sled with the engine's five trees and configuration.
+/// Plain sled with the engine's trees and configuration.
 pub struct RawSled {
     pub db: sled::Db,
     entities: sled::Tree,
     history: sled::Tree,
     by_state: sled::Tree,
     keys: sled::Tree,
+    key_expiry: sled::Tree,
+    timers: sled::Tree,
     outbox: sled::Tree,
     data_file: File,
     templates: Templates,
+    /// The next outbox position (the engine's writer keeps one in memory too).
+    position: AtomicU64,
 }
 
 type Conflict = ConflictableTransactionError<()>;
@@ -247,6 +270,7 @@ impl RawSled {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
+            .segment_size(SEGMENT_BYTES)
             .flush_every_ms(Some(FLUSH_EVERY_MS))
             .open()
             .expect("open sled");
@@ -259,10 +283,13 @@ impl RawSled {
             history: tree("history"),
             by_state: tree("by_state"),
             keys: tree("keys"),
+            key_expiry: tree("key_expiry"),
+            timers: tree("timers"),
             outbox: db.open_tree("outbox").expect("open outbox"),
             data_file: File::open(dir.join("db")).expect("open data file"),
             db,
             templates,
+            position: AtomicU64::new(0),
         }
     }
 
@@ -270,7 +297,7 @@ impl RawSled {
     /// entry 1, state-index entry, outbox event.
     pub fn create(&self, id: &str) {
         let t = &self.templates;
-        let at = now_ms();
+        let position = self.position.fetch_add(1, Ordering::Relaxed);
         let trees = (&self.entities, &self.history, &self.by_state, &self.outbox);
         trees
             .transaction(|(entities, history, by_state, outbox)| {
@@ -278,28 +305,41 @@ impl RawSled {
                 entities.insert(id.as_bytes(), t.entity.as_slice())?;
                 history.insert(history_key(id, 1), t.change.as_slice())?;
                 by_state.insert(state_key(STATES[0], id), t.marker.as_slice())?;
-                outbox.insert(outbox_key(at, MACHINE, id, 1), t.outbox_value.as_slice())?;
+                outbox.insert(
+                    outbox_key(position, MACHINE, id, 1),
+                    t.outbox_value.as_slice(),
+                )?;
                 Ok::<_, Conflict>(())
             })
             .expect("raw create");
     }
 
-    /// One transition's transaction: read the record and the key record,
-    /// write record, history entry, state-index move, key record, outbox event.
+    /// One transition's transaction over the same trees as the engine's:
+    /// read the record and the key record, write record, history entry,
+    /// state-index move, key record and its expiry entry, outbox event.
     /// `version` is the new version; the state moves `STATES[from]` -> next.
     pub fn transition(&self, id: &str, version: u64, from: usize, key: &str) {
         let t = &self.templates;
-        let at = now_ms();
+        let expires_at = now_ms() + 24 * 3600 * 1000;
+        let position = self.position.fetch_add(1, Ordering::Relaxed);
         let to = (from + 1) % STATES.len();
-        let trees = (
+        let trees = [
+            &self.outbox,
             &self.entities,
             &self.history,
             &self.by_state,
             &self.keys,
-            &self.outbox,
-        );
+            &self.key_expiry,
+            &self.timers,
+        ];
         trees
-            .transaction(|(entities, history, by_state, keys, outbox)| {
+            .as_slice()
+            .transaction(|views| {
+                let [outbox, entities, history, by_state, keys, key_expiry, _timers] =
+                    views.as_slice()
+                else {
+                    unreachable!("seven trees")
+                };
                 let record = entities.get(id.as_bytes())?;
                 let seen = keys.get(key.as_bytes())?;
                 black_box((&record, &seen));
@@ -308,8 +348,9 @@ impl RawSled {
                 by_state.remove(state_key(STATES[from], id))?;
                 by_state.insert(state_key(STATES[to], id), t.marker.as_slice())?;
                 keys.insert(key.as_bytes(), t.key_record.as_slice())?;
+                key_expiry.insert(key_expiry_key(expires_at, key), t.marker.as_slice())?;
                 outbox.insert(
-                    outbox_key(at, MACHINE, id, version),
+                    outbox_key(position, MACHINE, id, version),
                     t.outbox_value.as_slice(),
                 )?;
                 Ok::<_, Conflict>(())

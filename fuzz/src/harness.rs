@@ -721,9 +721,9 @@ pub fn named_requests(data: &[u8]) {
                 }) {
                     assert!(valid, "an invalid definition was registered: {def:?}");
                     reached::bump(&reached::REGISTERED);
-                    assert_eq!(registered.definition(), &def);
+                    assert_eq!(registered.definition(), def);
                     let stored = engine.machine_by_name(&def.name).unwrap();
-                    assert_eq!(stored.definition(), &def);
+                    assert_eq!(stored.definition(), def);
                     if machines.len() < 8 {
                         machines.push(def.name.clone());
                     }
@@ -780,7 +780,7 @@ pub fn named_requests(data: &[u8]) {
             }
             3..=5 => {
                 let id = id(&mut input);
-                let request = request(&mut input, machine.definition());
+                let request = request(&mut input, &machine.definition());
                 let result = machine.apply(&id, request.clone());
                 if result.is_err() {
                     reached::bump(&reached::REFUSED);

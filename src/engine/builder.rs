@@ -35,6 +35,7 @@ pub struct EngineBuilder {
     pub(super) max_batch: usize,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) faults: Faults,
+    pub(super) timers: bool,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -46,6 +47,7 @@ impl std::fmt::Debug for EngineBuilder {
             .field("flush_every_ms", &self.flush_every_ms)
             .field("purge_every", &self.purge_every)
             .field("max_batch", &self.max_batch)
+            .field("timers", &self.timers)
             .finish_non_exhaustive()
     }
 }
@@ -63,6 +65,7 @@ impl Default for EngineBuilder {
             max_batch: 256,
             clock: Arc::new(SystemClock),
             faults: Faults::default(),
+            timers: true,
         }
     }
 }
@@ -152,6 +155,16 @@ impl EngineBuilder {
     #[must_use]
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Whether a background runner fires due timers (declared timeouts and
+    /// scheduled requests). Default on. Off, timers still arm and are stored;
+    /// [`Engine::run_due_timers`] fires them (tests with a
+    /// [`ManualClock`](crate::testing::ManualClock) do so).
+    #[must_use]
+    pub fn timers(mut self, run: bool) -> Self {
+        self.timers = run;
         self
     }
 

@@ -13,6 +13,7 @@ mod connect;
 mod named;
 mod registry;
 mod requests;
+mod timers;
 mod typed;
 
 use std::collections::HashMap;
@@ -25,13 +26,17 @@ pub use self::named::NamedMachine;
 pub(crate) use self::registry::MachineRuntime;
 pub use self::typed::Machine;
 use crate::clock::Clock;
+use crate::definitions::DefinitionVersion;
 use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::machine::{MachineDef, StateMachine};
+use crate::observe::{self, Call, Subject};
 use crate::outbox::Outbox;
 use crate::request::Limits;
 use crate::store::sled::{SledOptions, SledStore};
 use crate::store::Store;
+use crate::timers::runner::Runner;
+use crate::timers::ScheduledTimer;
 use crate::write::jobs::{Job, Task};
 use crate::write::{abandoned_task, Settle, Writer, WriterConfig};
 
@@ -103,8 +108,9 @@ impl std::fmt::Debug for Engine {
 }
 
 pub(crate) struct EngineInner {
-    // Field order is drop order: the writer stops (and syncs) before the
-    // store it writes to is closed.
+    // Field order is drop order: the timer runner stops first, then the
+    // writer (which syncs) before the store it writes to is closed.
+    pub(crate) timers: std::sync::OnceLock<Runner>,
     pub(crate) writer: Writer,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) durability: Durability,
@@ -113,6 +119,8 @@ pub(crate) struct EngineInner {
     pub(crate) clock: Arc<dyn Clock>,
     path: Option<PathBuf>,
     machines: Mutex<HashMap<String, Arc<MachineRuntime>>>,
+    /// The engine itself, weakly, for the timer runner.
+    runner_for: std::sync::Weak<EngineInner>,
 }
 
 impl Engine {
@@ -162,8 +170,13 @@ impl Engine {
                 faults: builder.faults.clone(),
             },
         )?;
-        Ok(Engine {
-            inner: Arc::new(EngineInner {
+        if let Ok(pending) = store.outbox_len() {
+            observe::outbox_pending(pending);
+        }
+        let run_timers = builder.timers;
+        let engine = Engine {
+            inner: Arc::new_cyclic(|weak| EngineInner {
+                timers: std::sync::OnceLock::new(),
                 writer,
                 store,
                 durability: builder.durability,
@@ -173,8 +186,16 @@ impl Engine {
                 clock: builder.clock,
                 path,
                 machines: Mutex::new(HashMap::new()),
+                runner_for: weak.clone(),
             }),
-        })
+        };
+        if run_timers {
+            // The runner needs the engine; it is attached once the engine exists.
+            let runner = Runner::start(engine.inner.runner_for.clone())
+                .map_err(|error| Error::storage("starting the timer runner", error))?;
+            let _ = engine.inner.timers.set(runner);
+        }
+        Ok(engine)
     }
 
     /// The database directory (none for a temporary database).
@@ -189,9 +210,15 @@ impl Engine {
 
     /// The typed handle of machine `M`, storing its definition on first use.
     ///
-    /// A stored definition that `M` contradicts (a state removed although
-    /// entities are still in it) is [`Error::DefinitionMismatch`]; compatible
-    /// changes are accepted and stored (the previous definition is kept in a log).
+    /// Every handle of a machine (typed or by name) uses its one current
+    /// definition. A definition that differs from the stored one is accepted
+    /// when every state and event name stored data still uses is a current
+    /// name or an alias (`#[alias]`, `#[event_alias]`): it is stored as a new
+    /// version (the previous ones are kept in the log, see
+    /// [`definition_log`](Engine::definition_log)), in one step with the
+    /// commits, and records under renamed states are migrated in the
+    /// background. Otherwise [`Error::DefinitionMismatch`] names what is
+    /// still used, and nothing changes.
     pub fn machine<M: StateMachine>(&self) -> Result<Machine<M>> {
         let runtime = self.inner.runtime_for(M::definition())?;
         Ok(Machine::new(self.clone(), runtime))
@@ -215,6 +242,17 @@ impl Engine {
         self.inner.store.definitions()
     }
 
+    /// The stored version of a machine's definition (`None` if never stored).
+    pub fn definition_version(&self, machine: &str) -> Result<Option<u64>> {
+        self.inner.store.definition_version(machine)
+    }
+
+    /// The change log of a machine's definition: every stored version,
+    /// oldest first, the current one last, each with what changed and when.
+    pub fn definition_log(&self, machine: &str) -> Result<Vec<DefinitionVersion>> {
+        self.inner.store.definition_log(machine)
+    }
+
     /// The outbox: one event per applied change, delivered at least once.
     pub fn outbox(&self) -> Outbox {
         Outbox::new(self.clone())
@@ -233,6 +271,10 @@ impl Engine {
     /// Like [`purge_expired_keys`](Engine::purge_expired_keys), with the
     /// unreadable key records it skipped.
     pub fn purge_keys(&self) -> Result<PurgeReport> {
+        observe::call(Call::PurgeKeys, Subject::default(), || self.purge_rounds())
+    }
+
+    fn purge_rounds(&self) -> Result<PurgeReport> {
         let mut report = PurgeReport::default();
         loop {
             let now = self.inner.clock.now_ms();
@@ -241,7 +283,11 @@ impl Engine {
             let task: Task = Box::new(move |store| {
                 let round = store.purge_expired_keys(now, PURGE_BUDGET)?;
                 for error in &round.corrupt {
-                    tracing::warn!(%error, "skipped an unreadable idempotency key record while purging");
+                    let error = observe::loggable(error);
+                    tracing::warn!(
+                        error,
+                        "skipped an unreadable idempotency key record while purging"
+                    );
                 }
                 let purged = round.purged;
                 *lock(&seen) = Some(round);
@@ -257,6 +303,26 @@ impl Engine {
                 return Ok(report);
             }
         }
+    }
+
+    /// Fires every timer due at the clock's now (declared timeouts and
+    /// scheduled requests), through the same write path as every request,
+    /// and returns how many were processed. Safe to call while the background
+    /// runner runs (a timer fired twice is a replay). Tests that drive time
+    /// with a [`ManualClock`](crate::testing::ManualClock) call it after
+    /// moving the clock.
+    pub fn run_due_timers(&self) -> Result<usize> {
+        observe::call(Call::RunDueTimers, Subject::default(), || {
+            self.inner.fire_due_timers()
+        })
+    }
+
+    /// Every pending timer of a machine, in due order (at most `limit`).
+    pub fn timers(&self, machine: &str, limit: usize) -> Result<Vec<ScheduledTimer>> {
+        let runtime = self.inner.runtime_by_name(machine)?;
+        let timers = runtime.store.timers(limit)?;
+        self.inner.settle_read()?;
+        Ok(timers.iter().map(|timer| timer.view(machine)).collect())
     }
 
     /// Makes every commit so far durable on stable storage.

@@ -22,11 +22,12 @@ use std::sync::Arc;
 
 use super::{EngineInner, MachineRuntime};
 use crate::decide::{
-    check_request, decide, decide_create, CreateSpec, Decision, DecisionInput, KeyRecord,
-    NamedGuardInput,
+    check_request, decide, decide_create_keyed, CreateSpec, Decision, DecisionInput, KeyRecord,
+    MachineRules, NamedGuardInput,
 };
 use crate::error::{Error, Result};
 use crate::guard::Guards;
+use crate::observe::{self, Call, Subject};
 use crate::outcome::{EntityRecord, OutcomeRecord};
 use crate::request::{Fingerprint, RequestSpec};
 use crate::write::abandoned_request;
@@ -40,12 +41,30 @@ struct GuardVerdict {
     result: std::result::Result<(), String>,
 }
 
+/// A checked request for [`EngineInner::apply_many`]: the machine, the
+/// entity id, the request, and the stored key of the timer it fires.
+pub(crate) type CheckedRequest = (
+    Arc<MachineRuntime>,
+    String,
+    Arc<RequestSpec>,
+    Option<Vec<u8>>,
+);
+
+/// What preparing a request on the caller's thread gave.
+enum Prepared {
+    /// The answer, from reads alone.
+    Answer(Result<OutcomeRecord>),
+    /// A job for the writer.
+    Job(RequestJob),
+}
+
 /// How a request is to be decided (everything but the records).
 #[derive(Clone)]
 enum Kind {
     Apply {
         request: Arc<RequestSpec>,
-        fingerprint: Fingerprint,
+        /// The fingerprints computed under this definition version.
+        fingerprints: (u64, Arc<[Fingerprint]>),
     },
     Create(Arc<CreateSpec>),
 }
@@ -57,69 +76,167 @@ impl EngineInner {
         id: &str,
         request: RequestSpec,
     ) -> Result<OutcomeRecord> {
-        check_request(&runtime.rules, &self.limits, id, &request)?;
-        let fingerprint = Fingerprint::of(id, &request);
-        let stored_key = request.stored_key();
-        let bytes = request_bytes(id, &request);
-        let request = Arc::new(request);
+        let at = Subject::request(runtime.name(), id, request.key.is_some());
+        observe::call(Call::Apply, at, || {
+            let request = self.checked(runtime, id, request)?;
+            self.apply_checked(runtime, id, &request, None)
+        })
+    }
+
+    /// Step 1 (input) and the request's target in its current name.
+    pub(crate) fn checked(
+        &self,
+        runtime: &MachineRuntime,
+        id: &str,
+        mut request: RequestSpec,
+    ) -> Result<Arc<RequestSpec>> {
+        let live = runtime.rules();
+        check_request(&live.rules, &self.limits, id, &request)?;
+        live.rules.canonical_request(&mut request);
+        Ok(Arc::new(request))
+    }
+
+    /// Runs a checked request; `fired_timer` names the timer it fires, if
+    /// any (removed in the same atomic step).
+    pub(crate) fn apply_checked(
+        &self,
+        runtime: &Arc<MachineRuntime>,
+        id: &str,
+        request: &Arc<RequestSpec>,
+        fired_timer: Option<&[u8]>,
+    ) -> Result<OutcomeRecord> {
         loop {
-            let now = self.clock.now_ms();
-            let guards = runtime.guards();
-            let key_record = match &stored_key {
-                Some(key) => runtime.store.key_record(key)?,
-                None => None,
-            };
-            let live_key = key_record.filter(|seen| seen.expires_at > now);
-            // A fresh key will be written whatever the outcome, so the writer
-            // decides; the caller only runs the guards it needs.
-            let fresh_key = stored_key.is_some() && live_key.is_none();
-            let mut verdict = None;
-            if !fresh_key || !guards.is_empty() {
-                let record = runtime.store.get(id)?;
-                let (decision, seen) = self.decide_on_caller(
-                    runtime,
-                    &guards,
-                    id,
-                    record.as_ref(),
-                    live_key.as_ref(),
-                    &request,
-                    fingerprint,
-                    now,
-                );
-                verdict = seen;
-                match decision {
-                    Err(error @ Error::GuardPanicked { .. }) => return Err(error),
-                    Ok(Decision::Replay(outcome))
-                    | Ok(Decision::NoOp {
-                        outcome,
-                        key_record: None,
-                    }) if !fresh_key => {
-                        self.settle_read()?;
-                        return Ok(outcome);
-                    }
-                    Err(error) if !fresh_key => {
-                        self.settle_read()?;
-                        return Err(error);
-                    }
-                    _ => {}
-                }
-            }
-            let kind = Kind::Apply {
-                request: request.clone(),
-                fingerprint,
-            };
-            let job = RequestJob {
-                machine: runtime.name().to_owned(),
-                id: id.to_owned(),
-                key: stored_key.clone(),
-                bytes,
-                decide: self.writer_decide(runtime, id, kind, now, verdict),
+            let job = match self.prepare(runtime, id, request, fired_timer)? {
+                Prepared::Answer(answer) => return answer,
+                Prepared::Job(job) => job,
             };
             match self.submit(runtime, id, job)? {
-                RequestAnswer::Done(result) => return result,
-                RequestAnswer::NeedsCaller => continue,
+                RequestAnswer::Done(result) => {
+                    return result.map(|outcome| runtime.rules().rules.canonical_outcome(outcome))
+                }
+                RequestAnswer::NeedsCaller => {
+                    observe::guards_rerun(runtime.name(), id);
+                    continue;
+                }
             }
         }
+    }
+
+    /// Runs many checked requests, handing them to the writer together so
+    /// they can share a batch (the timer runner fires due timers this way).
+    /// One result per request, in order.
+    pub(crate) fn apply_many(&self, requests: Vec<CheckedRequest>) -> Vec<Result<OutcomeRecord>> {
+        let mut results: Vec<Option<Result<OutcomeRecord>>> = Vec::with_capacity(requests.len());
+        let mut jobs = Vec::new();
+        let mut waiting = Vec::new();
+        for (index, (runtime, id, request, fired_timer)) in requests.iter().enumerate() {
+            match self.prepare(runtime, id, request, fired_timer.as_deref()) {
+                Ok(Prepared::Answer(answer)) => results.push(Some(answer)),
+                Ok(Prepared::Job(job)) => {
+                    results.push(None);
+                    jobs.push(Job::Request(job));
+                    waiting.push(index);
+                }
+                Err(error) => results.push(Some(Err(error))),
+            }
+        }
+        let answers = self.writer.submit_all(jobs);
+        for (index, answer) in waiting.into_iter().zip(answers) {
+            let (runtime, id, request, fired_timer) = &requests[index];
+            results[index] = Some(match answer {
+                Ok(answer) => match answer.into_request() {
+                    RequestAnswer::Done(result) => {
+                        result.map(|outcome| runtime.rules().rules.canonical_outcome(outcome))
+                    }
+                    // A guard must run again: on this thread, alone.
+                    RequestAnswer::NeedsCaller => {
+                        self.apply_checked(runtime, id, request, fired_timer.as_deref())
+                    }
+                },
+                Err(_) => Err(abandoned_request(runtime.name(), id)),
+            });
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    Err(Error::storage(
+                        "running requests",
+                        std::io::Error::other("a request was not answered"),
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Reads, decides on this thread (running the guards), and either
+    /// answers (a read-only answer) or prepares the job for the writer.
+    fn prepare(
+        &self,
+        runtime: &Arc<MachineRuntime>,
+        id: &str,
+        request: &Arc<RequestSpec>,
+        fired_timer: Option<&[u8]>,
+    ) -> Result<Prepared> {
+        let stored_key = request.stored_key();
+        let live = runtime.rules();
+        let fingerprints: Arc<[Fingerprint]> = live.rules.fingerprints(id, request).into();
+        let now = self.clock.now_ms();
+        let guards = runtime.guards();
+        let key_record = match &stored_key {
+            Some(key) => runtime.store.key_record(key)?,
+            None => None,
+        };
+        let live_key = key_record.filter(|seen| seen.expires_at > now);
+        // A fresh key will be written whatever the outcome, and a fired timer
+        // removed, so the writer decides; the caller only runs the guards it
+        // needs.
+        let must_write = (stored_key.is_some() && live_key.is_none()) || fired_timer.is_some();
+        let mut verdict = None;
+        if !must_write || !guards.is_empty() {
+            let record = runtime.store.get(id)?;
+            let (decision, seen) = self.decide_on_caller(
+                &live.rules,
+                &guards,
+                id,
+                record.as_ref(),
+                live_key.as_ref(),
+                request,
+                &fingerprints,
+                now,
+            );
+            verdict = seen;
+            match decision {
+                Err(error @ Error::GuardPanicked { .. }) => {
+                    return Ok(Prepared::Answer(Err(error)));
+                }
+                Ok(Decision::Replay(outcome))
+                | Ok(Decision::NoOp {
+                    outcome,
+                    key_record: None,
+                }) if !must_write => {
+                    self.settle_read()?;
+                    return Ok(Prepared::Answer(Ok(live.rules.canonical_outcome(outcome))));
+                }
+                Err(error) if !must_write => {
+                    self.settle_read()?;
+                    return Ok(Prepared::Answer(Err(error)));
+                }
+                _ => {}
+            }
+        }
+        let kind = Kind::Apply {
+            request: request.clone(),
+            fingerprints: (live.version, fingerprints),
+        };
+        Ok(Prepared::Job(RequestJob {
+            machine: runtime.name().to_owned(),
+            id: id.to_owned(),
+            key: stored_key,
+            bytes: request_bytes(id, request),
+            fired_timer: fired_timer.map(<[u8]>::to_vec),
+            decide: self.writer_decide(runtime, id, kind, now, verdict),
+        }))
     }
 
     pub(crate) fn create(
@@ -128,25 +245,63 @@ impl EngineInner {
         id: &str,
         create: CreateSpec,
     ) -> Result<OutcomeRecord> {
+        let at = Subject::request(runtime.name(), id, create.key.is_some());
+        observe::call(Call::Create, at, || self.run_create(runtime, id, create))
+    }
+
+    fn run_create(
+        &self,
+        runtime: &Arc<MachineRuntime>,
+        id: &str,
+        create: CreateSpec,
+    ) -> Result<OutcomeRecord> {
         self.limits.check_id(id)?;
         self.limits.check_actor(create.actor.as_deref())?;
         self.limits.check_payload(create.payload.as_ref())?;
+        self.limits
+            .check_key(create.key.as_deref(), create.scope.as_deref())?;
+        let stored_key = create.stored_key();
+        let create = Arc::new(create);
         let now = self.clock.now_ms();
-        if let Some(record) = runtime.store.get(id)? {
-            let outcome = decide_create(&runtime.rules, id, Some(&record), &create, now);
-            self.settle_read()?;
-            return Ok(outcome.into_outcome());
+        let key_record = match &stored_key {
+            Some(key) => runtime.store.key_record(key)?,
+            None => None,
+        };
+        let live_key = key_record.filter(|seen| seen.expires_at > now);
+        let fresh_key = stored_key.is_some() && live_key.is_none();
+        if !fresh_key {
+            // Without a key, or with a live one, reads decide: an existing
+            // entity is a no-op, a live key replays or is reused.
+            let record = runtime.store.get(id)?;
+            if record.is_some() || live_key.is_some() {
+                let live = runtime.rules();
+                let decision = decide_create_keyed(
+                    &live.rules,
+                    id,
+                    record.as_ref(),
+                    live_key.as_ref(),
+                    &create,
+                    now,
+                    self.key_retention_ms,
+                );
+                self.settle_read()?;
+                return decision
+                    .map(|decision| live.rules.canonical_outcome(decision.into_outcome()));
+            }
         }
         let bytes = id.len() + payload_bytes(create.payload.as_ref()) + 64;
         let job = RequestJob {
             machine: runtime.name().to_owned(),
             id: id.to_owned(),
-            key: None,
+            key: stored_key,
             bytes,
-            decide: self.writer_decide(runtime, id, Kind::Create(Arc::new(create)), now, None),
+            fired_timer: None,
+            decide: self.writer_decide(runtime, id, Kind::Create(create), now, None),
         };
         match self.submit(runtime, id, job)? {
-            RequestAnswer::Done(result) => result,
+            RequestAnswer::Done(result) => {
+                result.map(|outcome| runtime.rules().rules.canonical_outcome(outcome))
+            }
             // A creation runs no guard: the writer never sends it back.
             RequestAnswer::NeedsCaller => Err(Error::storage(
                 "creating an entity",
@@ -167,13 +322,13 @@ impl EngineInner {
     #[allow(clippy::too_many_arguments)]
     fn decide_on_caller(
         &self,
-        runtime: &MachineRuntime,
+        rules: &MachineRules,
         guards: &Guards,
         id: &str,
         record: Option<&EntityRecord>,
         key_record: Option<&KeyRecord>,
         request: &RequestSpec,
-        fingerprint: Fingerprint,
+        fingerprints: &[Fingerprint],
         now: u64,
     ) -> (Result<Decision>, Option<GuardVerdict>) {
         let verdict = RefCell::new(None);
@@ -197,12 +352,12 @@ impl EngineInner {
             result
         };
         let decision = decide(&DecisionInput {
-            rules: &runtime.rules,
+            rules,
             id,
             record,
             key_record,
             request,
-            fingerprint,
+            fingerprints,
             now,
             key_retention_ms: self.key_retention_ms,
             guard: &guard,
@@ -219,8 +374,9 @@ impl EngineInner {
     }
 
     /// The decision the writer makes inside its transaction: the same pure
-    /// core, with the guards' verdict from the caller standing in for the
-    /// guards (the writer never runs user code).
+    /// core under the *live* rules of the machine (a definition installed
+    /// since the caller decided applies), with the guards' verdict from the
+    /// caller standing in for the guards (the writer never runs user code).
     fn writer_decide(
         &self,
         runtime: &Arc<MachineRuntime>,
@@ -232,47 +388,64 @@ impl EngineInner {
         let runtime = runtime.clone();
         let id = id.to_owned();
         let key_retention_ms = self.key_retention_ms;
-        Box::new(move |record, key_record| match &kind {
-            Kind::Create(create) => {
-                WriterVerdict::Decided(Ok(decide_create(&runtime.rules, &id, record, create, now)))
-            }
-            Kind::Apply {
-                request,
-                fingerprint,
-            } => {
-                let guards = runtime.guards();
-                let needs_caller = std::cell::Cell::new(false);
-                let guard = |input: &NamedGuardInput<'_>| {
-                    if !guards.watches(input) {
-                        return Ok(());
-                    }
-                    match &verdict {
-                        Some(seen)
-                            if seen.version == input.entity.version && seen.to == input.to =>
-                        {
-                            seen.result.clone()
-                        }
-                        _ => {
-                            needs_caller.set(true);
-                            Err(String::new())
-                        }
-                    }
-                };
-                let decision = decide(&DecisionInput {
-                    rules: &runtime.rules,
-                    id: &id,
+        Box::new(move |record, key_record| {
+            let live = runtime.rules();
+            match &kind {
+                Kind::Create(create) => WriterVerdict::Decided(decide_create_keyed(
+                    &live.rules,
+                    &id,
                     record,
                     key_record,
-                    request,
-                    fingerprint: *fingerprint,
+                    create,
                     now,
                     key_retention_ms,
-                    guard: &guard,
-                });
-                if needs_caller.get() {
-                    WriterVerdict::NeedsCaller
-                } else {
-                    WriterVerdict::Decided(decision)
+                )),
+                Kind::Apply {
+                    request,
+                    fingerprints: (version, fingerprints),
+                } => {
+                    // Under a newer definition, the request's former names differ.
+                    let renamed;
+                    let fingerprints: &[Fingerprint] = if *version == live.version {
+                        fingerprints
+                    } else {
+                        renamed = live.rules.fingerprints(&id, request);
+                        &renamed
+                    };
+                    let guards = runtime.guards();
+                    let needs_caller = std::cell::Cell::new(false);
+                    let guard = |input: &NamedGuardInput<'_>| {
+                        if !guards.watches(input) {
+                            return Ok(());
+                        }
+                        match &verdict {
+                            Some(seen)
+                                if seen.version == input.entity.version && seen.to == input.to =>
+                            {
+                                seen.result.clone()
+                            }
+                            _ => {
+                                needs_caller.set(true);
+                                Err(String::new())
+                            }
+                        }
+                    };
+                    let decision = decide(&DecisionInput {
+                        rules: &live.rules,
+                        id: &id,
+                        record,
+                        key_record,
+                        request,
+                        fingerprints,
+                        now,
+                        key_retention_ms,
+                        guard: &guard,
+                    });
+                    if needs_caller.get() {
+                        WriterVerdict::NeedsCaller
+                    } else {
+                        WriterVerdict::Decided(decision)
+                    }
                 }
             }
         })

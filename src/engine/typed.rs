@@ -11,7 +11,8 @@ use crate::error::Result;
 use crate::guard::{GuardInput, GuardScope};
 use crate::machine::{MachineEvent, StateMachine};
 use crate::outcome::{Entity, HistoryEntry, Outcome};
-use crate::request::Request;
+use crate::request::{Create, Request};
+use crate::timers::ScheduledTimer;
 
 /// The typed handle of one machine: create entities, request transitions, read
 /// state and history. Owned (no lifetime), `Clone + Send + Sync`: move it into
@@ -65,11 +66,28 @@ impl<M: StateMachine> Machine<M> {
         payload: Option<Value>,
         actor: Option<String>,
     ) -> Result<Outcome<M>> {
-        let record = self
-            .engine
-            .inner
-            .create(&self.runtime, id, CreateSpec { payload, actor })?;
+        let record = self.engine.inner.create(
+            &self.runtime,
+            id,
+            CreateSpec {
+                payload,
+                actor,
+                ..CreateSpec::default()
+            },
+        )?;
         Outcome::from_record(record)
+    }
+
+    /// Creates entity `id` with options: an idempotency key (a retry replays
+    /// the original creation), a payload, an actor; see [`Create`].
+    pub fn create_request(&self, id: &str, create: Create) -> Result<Outcome<M>> {
+        let key = create.spec.stored_key();
+        let record = self.engine.inner.create(&self.runtime, id, create.spec)?;
+        let replay_key = key.filter(|_| record.replay);
+        Outcome::from_record(record).map_err(|error| match replay_key {
+            Some(key) => relocate(error, "keys", self.name(), &key),
+            None => relocate(error, "entities", self.name(), id.as_bytes()),
+        })
     }
 
     /// Moves entity `id` to `state` (a no-op if it is there already).
@@ -231,6 +249,91 @@ impl<M: StateMachine> Machine<M> {
                 guard(&typed)
             })
         });
+    }
+
+    /// Stores a keyed request to apply to `id` after `after` (by the engine's
+    /// clock): a durable timer, fired by the background runner (or
+    /// [`Engine::run_due_timers`](crate::Engine::run_due_timers)) through the
+    /// same write path as every request. The key identifies the timer:
+    /// scheduling the same key and request again is a no-op (one timer), the
+    /// same key with another request is
+    /// [`Error::KeyReused`](crate::Error::KeyReused), and a request without
+    /// a key is [`Error::InvalidInput`](crate::Error::InvalidInput). When it
+    /// fires, the key is bound to the request as for any request, so a
+    /// client's retry with that key replays the outcome.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use idemflow::{Engine, Request, StateMachine};
+    /// use idemflow::testing::ManualClock;
+    /// # #[derive(StateMachine, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    /// # #[machine(name = "invoice", initial = Draft, events = InvoiceEvent)]
+    /// # enum Invoice {
+    /// #     #[on(send = Sent)] Draft,
+    /// #     #[timeout(after = "30m", fire = expire)]
+    /// #     #[on(pay = Paid, expire = Expired)] Sent,
+    /// #     #[terminal] Paid,
+    /// #     #[terminal] Expired,
+    /// # }
+    /// let clock = ManualClock::new(1_800_000_000_000);
+    /// let engine = Engine::builder().clock(clock.clone()).timers(false).temporary()?;
+    /// let invoices = engine.machine::<Invoice>()?;
+    /// invoices.create("i-1")?;
+    /// invoices.fire("i-1", InvoiceEvent::Send)?;
+    /// // Pay in 5 minutes (say, a standing order):
+    /// let timer = invoices.schedule("i-1", Duration::from_secs(300),
+    ///     Request::fire(InvoiceEvent::Pay).key("pay-i-1"))?;
+    /// assert_eq!(timer.due_at, 1_800_000_300_000);
+    /// assert_eq!(invoices.scheduled("i-1")?.len(), 2); // with the declared 30 min timeout
+    /// clock.advance(Duration::from_secs(300));
+    /// assert_eq!(engine.run_due_timers()?, 1);
+    /// assert_eq!(invoices.get("i-1")?.unwrap().state, Invoice::Paid);
+    /// // The timeout of `Sent` was disarmed when the invoice left it.
+    /// assert!(invoices.scheduled("i-1")?.is_empty());
+    /// # Ok::<(), idemflow::Error>(())
+    /// ```
+    pub fn schedule(
+        &self,
+        id: &str,
+        after: std::time::Duration,
+        request: Request<M>,
+    ) -> Result<ScheduledTimer> {
+        self.engine
+            .inner
+            .schedule(&self.runtime, id, after, request.spec)
+    }
+
+    /// The pending timers of `id`: its declared timeout (if its state has
+    /// one) and its scheduled requests, in due order.
+    pub fn scheduled(&self, id: &str) -> Result<Vec<ScheduledTimer>> {
+        self.engine.inner.scheduled(&self.runtime, id)
+    }
+
+    /// Cancels the scheduled request of `id` with this (unscoped) key;
+    /// returns whether it was pending (false once it fired).
+    pub fn cancel_scheduled(&self, id: &str, key: &str) -> Result<bool> {
+        self.engine
+            .inner
+            .cancel_scheduled(&self.runtime, id, None, key)
+    }
+
+    /// Cancels the scheduled request of `id` with this key in `scope`.
+    pub fn cancel_scheduled_in(&self, id: &str, scope: &str, key: &str) -> Result<bool> {
+        self.engine
+            .inner
+            .cancel_scheduled(&self.runtime, id, Some(scope), key)
+    }
+
+    /// Moves a pending scheduled request to `after` from now: cancel and
+    /// schedule again, with the request it had. Returns the new timer, or
+    /// `None` if nothing was pending under that key.
+    pub fn reschedule(
+        &self,
+        id: &str,
+        key: &str,
+        after: std::time::Duration,
+    ) -> Result<Option<ScheduledTimer>> {
+        self.engine.inner.reschedule(&self.runtime, id, key, after)
     }
 
     /// The name-based handle of the same machine.

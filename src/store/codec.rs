@@ -11,7 +11,8 @@ use serde_json::Value;
 use crate::decide::KeyRecord;
 use crate::error::{Error, Result};
 use crate::outcome::{EntityRecord, HistoryRecord, OutboxEvent, OutcomeRecord};
-use crate::request::Fingerprint;
+use crate::request::{Fingerprint, RequestSpec, Target};
+use crate::timers::{TimerKind, TimerRecord};
 
 /// The first byte of every stored value.
 pub const FORMAT_VERSION: u8 = 1;
@@ -367,6 +368,144 @@ pub(crate) fn decode_key_expiry_key(key: &[u8]) -> Decoded<(u64, &[u8])> {
     Ok((expires_at, reader.rest()))
 }
 
+// ---- timers: three key spaces in one tree per machine ----
+//
+// 'd' [due_at][id][stored key] -> timer   (due order, for the runner)
+// 'k' [stored key]             -> u64 due_at, str id   (find by key)
+// 'e' [id][stored key]         -> u64 due_at           (list by entity)
+
+const TIMER_BY_DUE: u8 = b'd';
+const TIMER_BY_KEY: u8 = b'k';
+const TIMER_BY_ENTITY: u8 = b'e';
+
+pub(crate) fn timer_due_key(due_at: u64, id: &str, stored_key: &[u8]) -> Vec<u8> {
+    Writer::key()
+        .raw(&[TIMER_BY_DUE])
+        .u64(due_at)
+        .str(id)
+        .raw(stored_key)
+        .finish()
+}
+
+/// The range of due-ordered timer keys due at or before `now`.
+pub(crate) fn timer_due_range(now: u64) -> (Vec<u8>, Vec<u8>) {
+    (
+        vec![TIMER_BY_DUE],
+        Writer::key()
+            .raw(&[TIMER_BY_DUE])
+            .u64(now.saturating_add(1))
+            .finish(),
+    )
+}
+
+/// The prefix of every due-ordered timer key.
+pub(crate) fn timer_due_prefix() -> Vec<u8> {
+    vec![TIMER_BY_DUE]
+}
+
+pub(crate) fn timer_key_key(stored_key: &[u8]) -> Vec<u8> {
+    Writer::key().raw(&[TIMER_BY_KEY]).raw(stored_key).finish()
+}
+
+pub(crate) fn timer_entity_key(id: &str, stored_key: &[u8]) -> Vec<u8> {
+    Writer::key()
+        .raw(&[TIMER_BY_ENTITY])
+        .str(id)
+        .raw(stored_key)
+        .finish()
+}
+
+pub(crate) fn timer_entity_prefix(id: &str) -> Vec<u8> {
+    Writer::key().raw(&[TIMER_BY_ENTITY]).str(id).finish()
+}
+
+pub(crate) fn encode_timer_ref(due_at: u64, id: &str) -> Vec<u8> {
+    Writer::value().u64(due_at).str(id).finish()
+}
+
+pub(crate) fn decode_timer_ref(value: &[u8]) -> Decoded<(u64, String)> {
+    let mut reader = Reader::value(value)?;
+    let due_at = reader.u64("due_at")?;
+    let id = reader.string("id")?;
+    reader.end()?;
+    Ok((due_at, id))
+}
+
+pub(crate) fn encode_timer(timer: &TimerRecord) -> Vec<u8> {
+    let request = &timer.request;
+    let mut writer = Writer::value();
+    writer
+        .raw(&timer.fingerprint.0)
+        .bool(timer.kind == TimerKind::Timeout)
+        .str(&timer.id)
+        .u64(timer.due_at);
+    match &request.target {
+        Target::To(state) => writer.bool(false).str(state),
+        Target::Fire(event) => writer.bool(true).str(event),
+    };
+    writer
+        .opt_str(request.key.as_deref())
+        .opt_str(request.scope.as_deref())
+        .opt_str(request.actor.as_deref());
+    match request.expected_version {
+        Some(version) => writer.bool(true).u64(version),
+        None => writer.bool(false),
+    };
+    if let Some(payload) = &request.payload {
+        // Serializing a `Value` cannot fail: its map keys are strings.
+        let json = serde_json::to_vec(payload).unwrap_or_default();
+        writer.bool(true).raw(&json);
+    } else {
+        writer.bool(false);
+    }
+    writer.finish()
+}
+
+pub(crate) fn decode_timer(value: &[u8]) -> Decoded<TimerRecord> {
+    let mut reader = Reader::value(value)?;
+    let fingerprint = Fingerprint(reader.fixed::<32>("fingerprint")?);
+    let kind = if reader.bool("kind")? {
+        TimerKind::Timeout
+    } else {
+        TimerKind::Scheduled
+    };
+    let id = reader.string("id")?;
+    let due_at = reader.u64("due_at")?;
+    let target = if reader.bool("target kind")? {
+        Target::Fire(reader.string("event")?.into())
+    } else {
+        Target::To(reader.string("state")?.into())
+    };
+    let mut request = RequestSpec::new(target);
+    request.key = reader.opt_string("key")?;
+    request.scope = reader.opt_string("scope")?;
+    request.actor = reader.opt_string("actor")?;
+    request.expected_version = if reader.bool("expected version")? {
+        Some(reader.u64("expected version")?)
+    } else {
+        None
+    };
+    request.payload = if reader.bool("payload")? {
+        Some(
+            serde_json::from_slice::<Value>(reader.rest())
+                .map_err(|error| format!("payload is not JSON: {error}"))?,
+        )
+    } else {
+        reader.end()?;
+        None
+    };
+    if request.key.is_none() {
+        return Err("a timer without a key".to_owned());
+    }
+    Ok(TimerRecord {
+        id,
+        due_at,
+        kind,
+        request,
+        fingerprint,
+    })
+}
+
 // ---- outbox: [position][machine][id][version] -> change ----
 
 /// An outbox key. The position is a number the writer hands out in commit
@@ -494,6 +633,32 @@ mod tests {
             decode_history_key(&history_key("o-1", 7)).unwrap(),
             ("o-1".into(), 7)
         );
+    }
+
+    #[test]
+    fn timers_round_trip() {
+        let mut timer = crate::timers::arm_timeout("o-1", "sent", 2, 1_000, 500, "expire");
+        assert_eq!(decode_timer(&encode_timer(&timer)).unwrap(), timer);
+        timer.request.payload = Some(json!({"amount": 5}));
+        timer.kind = TimerKind::Scheduled;
+        timer.request.expected_version = None;
+        assert_eq!(decode_timer(&encode_timer(&timer)).unwrap(), timer);
+        assert_eq!(
+            decode_timer_ref(&encode_timer_ref(7, "o-1")).unwrap(),
+            (7, "o-1".to_owned())
+        );
+        let (start, end) = timer_due_range(1_500);
+        let due = timer_due_key(1_500, "o-1", b"k");
+        assert!(start.as_slice() <= due.as_slice() && due.as_slice() < end.as_slice());
+        assert!(timer_due_key(1_501, "o-1", b"k").as_slice() >= end.as_slice());
+        assert!(timer_entity_key("o-1", b"k").starts_with(&timer_entity_prefix("o-1")));
+        assert!(!timer_entity_key("o-12", b"k").starts_with(&timer_entity_prefix("o-1")));
+        for length in 0..encode_timer(&timer).len() - 12 {
+            assert!(
+                decode_timer(&encode_timer(&timer)[..length]).is_err(),
+                "{length}"
+            );
+        }
     }
 
     #[test]

@@ -20,14 +20,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::decide::{Decision, KeyRecord};
-use crate::error::{Error, Result};
+use crate::definitions::DefinitionVersion;
+use crate::error::{Error, Missing, Result};
 use crate::machine::MachineDef;
 use crate::outcome::{EntityRecord, HistoryRecord, OutboxEvent};
+use crate::timers::TimerRecord;
 
 /// The decision a backend runs inside its atomic step; it may run more than
 /// once (a backend may retry on conflict), so it must be pure.
 pub(crate) type DecideFn<'a> =
     &'a dyn Fn(Option<&EntityRecord>, Option<&KeyRecord>) -> Result<Decision>;
+
+/// The second part of a sync: files and directories to stable storage.
+pub(crate) type FileSync = Box<dyn FnOnce() -> Result<()> + Send>;
 
 /// One request as a backend sees it: where it goes and how to decide it.
 pub(crate) struct StoreRequest<'a> {
@@ -39,6 +44,10 @@ pub(crate) struct StoreRequest<'a> {
     pub(crate) key: Option<&'a [u8]>,
     /// The pure decision over the loaded record and key record.
     pub(crate) decide: DecideFn<'a>,
+    /// The stored key of the timer this request fires, if it is a timer's:
+    /// the timer is removed in the same atomic step when the request is
+    /// decided (applied, a no-op or a replay).
+    pub(crate) fired_timer: Option<&'a [u8]>,
 }
 
 /// One entry of the outbox as read: an event, or an entry that failed to
@@ -86,6 +95,14 @@ pub(crate) trait Store: Send + Sync {
     /// The stored definition of one machine.
     fn definition(&self, machine: &str) -> Result<Option<MachineDef>>;
 
+    /// The version of the stored definition of one machine (a definition
+    /// stored before versions existed counts from its log).
+    fn definition_version(&self, machine: &str) -> Result<Option<u64>>;
+
+    /// Every stored version of one machine's definition, oldest first, the
+    /// current one last.
+    fn definition_log(&self, machine: &str) -> Result<Vec<DefinitionVersion>>;
+
     /// The store of one machine's entities.
     fn machine(&self, machine: &str) -> Result<Arc<dyn MachineStore>>;
 
@@ -102,6 +119,12 @@ pub(crate) trait Store: Send + Sync {
 
     /// Bytes the database takes on disk.
     fn size_on_disk(&self) -> Result<u64>;
+
+    /// Up to `limit` timers of every machine due at `now`, in due order.
+    fn due_timers(&self, now: u64, limit: usize) -> Result<Vec<(String, TimerRecord)>>;
+
+    /// When the earliest pending timer of any machine is due.
+    fn next_timer_due(&self) -> Result<Option<u64>>;
 
     /// The one writer of this database. Called once, by the engine, which
     /// moves it to its writer thread.
@@ -135,9 +158,20 @@ pub(crate) trait StoreWriter: Send {
     /// not fail the others; only a storage failure fails them all.
     fn execute(&mut self, requests: &[StoreRequest<'_>]) -> Result<Vec<Result<Decision>>>;
 
-    /// Stores (or replaces) a machine definition, keeping the previous one in
-    /// a log, and prepares the machine's storage.
-    fn save_definition(&mut self, def: &MachineDef) -> Result<()>;
+    /// Stores (or replaces) a machine's definition as `version` (its
+    /// definition, number, time and changes), keeping the previous one in the
+    /// log, and prepares the machine's storage.
+    fn save_definition(&mut self, version: &DefinitionVersion) -> Result<()>;
+
+    /// Moves up to `budget` entities of `machine` from the state named `from`
+    /// (a former name) to the state named `to`, records and state index
+    /// together; returns how many moved (0 when none is left).
+    fn migrate_state(&mut self, machine: &str, from: &str, to: &str, budget: usize) -> Result<u64>;
+
+    /// One bounded round of [`migrate_state`](StoreWriter::migrate_state)
+    /// for every rename the stored definitions declare (their aliases);
+    /// returns how many entities moved (0 when nothing is left to migrate).
+    fn migrate_renamed_states(&mut self, budget: usize) -> Result<u64>;
 
     /// Prepares the storage of a machine whose definition is stored (older
     /// databases may lack structures newer releases add).
@@ -153,9 +187,17 @@ pub(crate) trait StoreWriter: Send {
     /// Deletes up to `budget` expired key records (expired at `now`).
     fn purge_expired_keys(&mut self, now: u64, budget: usize) -> Result<PurgeRound>;
 
-    /// Makes every write so far durable on stable storage: data, files and
-    /// directories.
-    fn sync(&mut self) -> Result<()>;
+    /// Stores a timer (replacing one with the same key).
+    fn put_timer(&mut self, machine: &str, timer: &TimerRecord) -> Result<()>;
+
+    /// Removes the timer with this stored key; returns it if it was pending.
+    fn remove_timer(&mut self, machine: &str, stored_key: &[u8]) -> Result<Option<TimerRecord>>;
+
+    /// The first part of making every write so far durable: the storage
+    /// engine's own flush, which must not race a write. Returns the second
+    /// part (syncing files and directories to stable storage), which may run
+    /// concurrently with later writes, on any thread.
+    fn flush(&mut self) -> Result<FileSync>;
 }
 
 /// One machine's entities, history, state index and idempotency keys (reads).
@@ -177,4 +219,19 @@ pub(crate) trait MachineStore: Send + Sync {
 
     /// How many idempotency key records are stored.
     fn key_count(&self) -> Result<u64>;
+
+    /// The pending timer with this stored key.
+    fn timer(&self, stored_key: &[u8]) -> Result<Option<TimerRecord>>;
+
+    /// The pending timers of entity `id`, in key order.
+    fn timers_of(&self, id: &str) -> Result<Vec<TimerRecord>>;
+
+    /// Up to `limit` pending timers of the machine, in due order.
+    fn timers(&self, limit: usize) -> Result<Vec<TimerRecord>>;
+
+    /// How much stored data uses each of these state and event names: the
+    /// entities in each state (by the index), the entities whose history
+    /// names it, and the key records whose stored outcome names it. Scans
+    /// history and keys: for definition changes only.
+    fn references(&self, states: &[String], events: &[String]) -> Result<Vec<Missing>>;
 }

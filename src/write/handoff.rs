@@ -163,44 +163,86 @@ impl<J, R> Handoff<J, R> {
     }
 
     /// Queues `job` and returns its answer. While this caller leads, `lead`
-    /// runs one batch (this job may or may not be in it) and must answer
-    /// every ticket of it (a ticket it drops answers `Abandoned`).
-    pub(crate) fn submit(&self, job: J, lead: &mut dyn FnMut(Batch<J, R>)) -> Result<R, Abandoned> {
-        let slot = Arc::new(Slot {
-            state: Mutex::new(SlotState::Waiting),
-            wake: Condvar::new(),
-        });
+    /// runs one batch (this job may or may not be in it) and returns what is
+    /// left of it for after the leadership is passed on; between them they
+    /// must answer every ticket of the batch (a dropped ticket answers
+    /// `Abandoned`).
+    pub(crate) fn submit<A: FnOnce()>(
+        &self,
+        job: J,
+        lead: &mut dyn FnMut(Batch<J, R>) -> A,
+    ) -> Result<R, Abandoned> {
+        self.submit_all(vec![job], lead)
+            .pop()
+            .unwrap_or(Err(Abandoned))
+    }
+
+    /// Queues several jobs at once (one after the other, so a leader can take
+    /// them into one batch) and returns their answers in order.
+    ///
+    /// The caller waits on its jobs in submission order. Leadership only ever
+    /// passes to the caller of the oldest queued job, and the oldest queued
+    /// job of this caller is always the one it waits on (the ones before it
+    /// were taken), so leadership offered to this caller always reaches it.
+    pub(crate) fn submit_all<A: FnOnce()>(
+        &self,
+        jobs: Vec<J>,
+        lead: &mut dyn FnMut(Batch<J, R>) -> A,
+    ) -> Vec<Result<R, Abandoned>> {
+        let mut slots = Vec::with_capacity(jobs.len());
         let mut leads = {
             let mut queue = lock(&self.state);
             if queue.closed {
-                return Err(Abandoned);
+                return jobs.into_iter().map(|_| Err(Abandoned)).collect();
             }
-            queue.jobs.push_back((
-                job,
-                Ticket {
-                    slot: Some(slot.clone()),
-                },
-            ));
-            !std::mem::replace(&mut queue.leader, true)
+            for job in jobs {
+                let slot = Arc::new(Slot {
+                    state: Mutex::new(SlotState::Waiting),
+                    wake: Condvar::new(),
+                });
+                queue.jobs.push_back((
+                    job,
+                    Ticket {
+                        slot: Some(slot.clone()),
+                    },
+                ));
+                slots.push(slot);
+            }
+            !slots.is_empty() && !std::mem::replace(&mut queue.leader, true)
         };
-        loop {
-            if leads {
-                let turn = EndOfTurn(self);
-                let batch = {
-                    let mut queue = lock(&self.state);
-                    let count = queue.jobs.len().min(self.max_batch);
-                    queue.jobs.drain(..count).collect()
-                };
-                lead(batch);
-                drop(turn);
+        let mut answers = Vec::with_capacity(slots.len());
+        for slot in slots {
+            loop {
+                if leads {
+                    let turn = EndOfTurn(self);
+                    let batch = {
+                        let mut queue = lock(&self.state);
+                        let count = queue.jobs.len().min(self.max_batch);
+                        queue.jobs.drain(..count).collect()
+                    };
+                    let afterwards = lead(batch);
+                    // The next batch may start now; what is left of this
+                    // one (its sync, its answers) runs on this thread.
+                    drop(turn);
+                    afterwards();
+                }
+                match slot.wait() {
+                    SlotState::Answered(answer) => {
+                        answers.push(Ok(answer));
+                        break;
+                    }
+                    SlotState::Abandoned => {
+                        answers.push(Err(Abandoned));
+                        break;
+                    }
+                    SlotState::Lead => leads = true,
+                    SlotState::Waiting => leads = false,
+                }
             }
-            match slot.wait() {
-                SlotState::Answered(answer) => return Ok(answer),
-                SlotState::Abandoned => return Err(Abandoned),
-                SlotState::Lead => leads = true,
-                SlotState::Waiting => leads = false,
-            }
+            // The turn (if any) passed the leadership on when it ended.
+            leads = false;
         }
+        answers
     }
 
     /// Stops taking jobs: later submissions, and jobs still queued, are

@@ -4,6 +4,7 @@ use crate::decide::{Decision, KeyRecord};
 use crate::error::{Error, Result};
 use crate::outcome::{EntityRecord, OutcomeRecord};
 use crate::store::StoreWriter;
+use crate::write::writer::PendingSync;
 
 /// How the writer's decision of a request came out.
 #[allow(clippy::large_enum_variant)] // built and consumed at once, never stored
@@ -29,6 +30,8 @@ pub(crate) struct RequestJob {
     pub(crate) key: Option<Vec<u8>>,
     /// About how many bytes it writes (to bound a batch).
     pub(crate) bytes: usize,
+    /// The stored key of the timer this request fires, if any.
+    pub(crate) fired_timer: Option<Vec<u8>>,
     pub(crate) decide: WriterDecide,
 }
 
@@ -61,22 +64,39 @@ pub(crate) enum RequestAnswer {
 pub(crate) enum Answer {
     Request(RequestAnswer),
     Task(Result<u64>),
+    /// A sync's first part ran (sled's flush); its file sync is for the
+    /// caller to complete (none when everything was durable already).
+    Sync(Option<PendingSync>),
+    /// The periodic work ran; `more` when more is due at once.
+    Periodic {
+        more: bool,
+        sync: Option<PendingSync>,
+    },
 }
 
 impl Answer {
     pub(crate) fn into_request(self) -> RequestAnswer {
         match self {
             Answer::Request(answer) => answer,
-            Answer::Task(_) => RequestAnswer::Done(Err(Error::storage(
-                "running a request",
-                std::io::Error::other("the writer answered a request with a task result"),
-            ))),
+            Answer::Task(_) | Answer::Sync(_) | Answer::Periodic { .. } => {
+                RequestAnswer::Done(Err(Error::storage(
+                    "running a request",
+                    std::io::Error::other("the writer answered a request with a task result"),
+                )))
+            }
         }
     }
 
+    /// The result of a task, or of a sync (completing its file sync here).
     pub(crate) fn into_task(self) -> Result<u64> {
         match self {
             Answer::Task(result) => result,
+            Answer::Sync(sync) | Answer::Periodic { sync, .. } => match sync {
+                Some(sync) => sync.complete().map(|()| 0).map_err(|reason| {
+                    Error::storage("syncing the database", std::io::Error::other(reason))
+                }),
+                None => Ok(0),
+            },
             Answer::Request(_) => Err(Error::storage(
                 "running a task",
                 std::io::Error::other("the writer answered a task with a request result"),

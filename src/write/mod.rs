@@ -72,6 +72,9 @@ use crate::store::StoreWriter;
 pub(crate) struct Marks {
     pub(crate) tracker: DurabilityTracker,
     pub(crate) published: Notifier,
+    /// Set when a file sync failed or was dropped before completing: the
+    /// next sync must run even if nothing new was written.
+    pub(crate) needs_sync: std::sync::atomic::AtomicBool,
 }
 
 /// What callers, the leader and the housekeeper share.
@@ -121,6 +124,12 @@ impl Writer {
         self.pipeline.submit(job)
     }
 
+    /// Hands several jobs to the pipeline at once (they can share a batch)
+    /// and waits for their answers, in order.
+    pub(crate) fn submit_all(&self, jobs: Vec<Job>) -> Vec<std::result::Result<Answer, Abandoned>> {
+        self.pipeline.submit_all(jobs)
+    }
+
     /// Under `Immediate`, makes sure what a reader just read is durable.
     /// Returns an error message if the sync that should make it durable failed.
     pub(crate) fn settle_read(&self) -> std::result::Result<(), Settle> {
@@ -155,7 +164,18 @@ pub(crate) enum Settle {
 
 impl Pipeline {
     fn submit(&self, job: Job) -> std::result::Result<Answer, Abandoned> {
-        self.handoff.submit(job, &mut |batch| {
+        self.handoff.submit(job, &mut |batch| self.lead(batch))
+    }
+
+    fn submit_all(&self, jobs: Vec<Job>) -> Vec<std::result::Result<Answer, Abandoned>> {
+        self.handoff.submit_all(jobs, &mut |batch| self.lead(batch))
+    }
+
+    /// Runs one batch as the leader; returns what is left of it (its file
+    /// sync and the answers waiting for it) for after the leadership is
+    /// passed on.
+    fn lead(&self, batch: handoff::Batch<Job, Answer>) -> impl FnOnce() {
+        let afterwards = {
             let mut writer = self
                 .writer
                 .lock()
@@ -163,8 +183,13 @@ impl Pipeline {
             // A panic here is ours (the writer runs no user code and catches
             // panics in sled's calls); it must not cross into the caller that
             // happens to lead: the batch's tickets answer Abandoned.
-            let _ = catch_unwind(AssertUnwindSafe(|| writer.process(batch)));
-        })
+            catch_unwind(AssertUnwindSafe(|| writer.process(batch))).ok()
+        };
+        move || {
+            if let Some(afterwards) = afterwards {
+                afterwards.run();
+            }
+        }
     }
 
     /// The housekeeper: submits the periodic work (background sync under
@@ -184,8 +209,17 @@ impl Pipeline {
             // Repeat at once while a purge has more to do; requests queued
             // meanwhile go first (each round is a job of its own).
             loop {
-                match self.submit(Job::Periodic).map(Answer::into_task) {
-                    Ok(Ok(1)) => continue,
+                match self.submit(Job::Periodic) {
+                    Ok(Answer::Periodic { more, sync }) => {
+                        if let Some(sync) = sync {
+                            if let Err(reason) = sync.complete() {
+                                tracing::warn!(reason, "the background sync failed");
+                            }
+                        }
+                        if !more {
+                            break;
+                        }
+                    }
                     Ok(_) => break,
                     Err(Abandoned) => return,
                 }
@@ -207,7 +241,7 @@ impl Drop for Writer {
             let _ = housekeeper.join();
         }
         // Everything committed reaches stable storage before the store closes.
-        let _ = self.pipeline.submit(Job::Sync);
+        let _ = self.pipeline.submit(Job::Sync).map(Answer::into_task);
         self.pipeline.handoff.close();
     }
 }
@@ -256,6 +290,7 @@ impl Notifier {
 /// that held it failed, or the engine is closing): whether it was applied is
 /// unknown.
 pub(crate) fn abandoned_request(machine: &str, id: &str) -> Error {
+    crate::observe::commit_unknown(machine);
     Error::CommitUnknown {
         machine: machine.to_owned(),
         id: id.to_owned(),

@@ -1,8 +1,24 @@
-//! The writer thread's loop: batches, group commit, durability, periodic work.
+//! One batch on the leader's thread: the commit, sled's flush, and what is
+//! left for after the leadership is passed on (the file sync and the answers
+//! that wait for it).
+//!
+//! A sync has two parts. sled's flush (sealing and writing its log buffers)
+//! runs under the leadership, never concurrently with a transaction. The
+//! file sync (`fdatasync` of the data file, blob files and directories) runs
+//! after the leader passed the leadership on: the next batch commits while
+//! this one's sync runs (pipelined group commit). Whoever needs the sync
+//! completes it: the leader for the requests of its batch under
+//! `Immediate`, the caller of `Engine::flush` or a waiting reader, the
+//! housekeeper for the background sync under `Buffered`.
+//!
+//! The durable mark moves only when a file sync *completes*; a sync that
+//! failed, or that was dropped before completing, leaves `needs_sync` set so
+//! the next one runs even if nothing new was written.
 
 use std::any::Any;
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +29,8 @@ use crate::clock::Clock;
 use crate::decide::Decision;
 use crate::durability::Durability;
 use crate::error::{Error, Result};
-use crate::store::{StoreRequest, StoreWriter};
+use crate::observe;
+use crate::store::{FileSync, StoreRequest, StoreWriter};
 use crate::testing::{Faults, SyncFault};
 
 /// How the writer works.
@@ -43,14 +60,119 @@ pub(crate) struct WriterLoop {
     store: Box<dyn StoreWriter>,
     marks: Arc<Marks>,
     config: WriterConfig,
-    /// Whether something was written since the last successful sync.
+    /// Whether something was written since the last flush.
     dirty: bool,
+    /// What the last flush covered (its file sync may still be running).
+    last_flush_covered: u64,
     unsynced_bytes: usize,
     last_sync: Instant,
     next_purge: Option<Instant>,
 }
 
+/// A file sync to complete, and the commits it covers.
+pub(crate) struct PendingSync {
+    covered: u64,
+    files: Option<FileSync>,
+    fault: Option<SyncFault>,
+    marks: Arc<Marks>,
+}
+
+impl PendingSync {
+    /// Runs the file sync; on success moves the durable mark and wakes the
+    /// outbox's subscribers. Never panics (a panic inside is caught).
+    pub(crate) fn complete(mut self) -> std::result::Result<(), String> {
+        let files = self.files.take();
+        let fault = self.fault;
+        let result = catch_unwind(AssertUnwindSafe(move || match fault {
+            Some(SyncFault::Panic) => panic!("injected fault: the sync panicked"),
+            Some(SyncFault::Fail) => Err("injected fault: the sync failed".to_owned()),
+            None => match files {
+                Some(files) => files().map_err(|error| error.to_string()),
+                None => Ok(()),
+            },
+        }))
+        .unwrap_or_else(|panic| Err(format!("the sync panicked: {}", panic_message(&*panic))));
+        match &result {
+            Ok(()) => {
+                self.marks.tracker.synced(self.covered);
+                self.marks.published.bump();
+            }
+            Err(reason) => {
+                observe::sync_failed(reason);
+                self.marks.needs_sync.store(true, Ordering::SeqCst);
+            }
+        }
+        result
+    }
+}
+
+impl Drop for PendingSync {
+    fn drop(&mut self) {
+        if self.files.is_some() {
+            // Never completed: the next sync must run whatever happens.
+            self.marks.needs_sync.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// An answer built once the group's sync is known (`Err`: what failed).
+type AnswerOnSync = Box<dyn FnOnce(std::result::Result<(), &str>) -> Answer + Send>;
+
+/// An answer, given now or once the group's sync is known.
+enum Pending {
+    Ready(Answer),
+    OnSync(AnswerOnSync),
+}
+
+/// Answers that wait for one sync (or for none).
+struct Group {
+    sync: Option<PendingSync>,
+    answers: Vec<(Ticket<Answer>, Pending)>,
+    /// For the metrics: the batch of requests this group answers, if any.
+    committed: Option<Committed>,
+}
+
+/// A committed batch of requests, for the metrics once its sync is done.
+struct Committed {
+    started: Instant,
+    size: usize,
+    events: usize,
+}
+
+/// What a batch leaves for after the leadership is passed on.
+#[must_use]
+pub(crate) struct Afterwards {
+    groups: Vec<Group>,
+}
+
+impl Afterwards {
+    /// Completes each group's sync and answers its callers.
+    pub(crate) fn run(self) {
+        for group in self.groups {
+            let result = match group.sync {
+                Some(sync) => sync.complete(),
+                None => Ok(()),
+            };
+            if let Some(batch) = group.committed {
+                observe::batch_committed(batch.size, batch.started.elapsed(), batch.events);
+            }
+            for (ticket, pending) in group.answers {
+                let answer = match pending {
+                    Pending::Ready(answer) => answer,
+                    Pending::OnSync(answer) => {
+                        answer(result.as_ref().map(|_| ()).map_err(String::as_str))
+                    }
+                };
+                ticket.answer(answer);
+            }
+        }
+    }
+}
+
 type Batch = Vec<(RequestJob, Ticket<Answer>)>;
+
+/// How many entities one background migration round moves.
+const MIGRATION_ROUND: usize = 512;
 
 impl WriterLoop {
     pub(super) fn new(
@@ -64,14 +186,17 @@ impl WriterLoop {
             marks,
             config,
             dirty: false,
+            last_flush_covered: 0,
             unsynced_bytes: 0,
             last_sync: Instant::now(),
             next_purge,
         }
     }
 
-    /// Runs one batch of jobs, in order, and answers each.
-    pub(super) fn process(&mut self, jobs: super::handoff::Batch<Job, Answer>) {
+    /// Runs one batch of jobs, in order; returns what is left for after the
+    /// leadership is passed on.
+    pub(super) fn process(&mut self, jobs: super::handoff::Batch<Job, Answer>) -> Afterwards {
+        let mut groups = Vec::new();
         let mut batch: Batch = Vec::new();
         let mut batch_bytes = 0;
         for (job, ticket) in jobs {
@@ -80,39 +205,76 @@ impl WriterLoop {
                     if !batch.is_empty()
                         && batch_bytes + request.bytes > self.config.max_batch_bytes
                     {
-                        self.commit(std::mem::take(&mut batch));
+                        groups.push(self.commit(std::mem::take(&mut batch)));
                         batch_bytes = 0;
                     }
                     batch_bytes += request.bytes;
                     batch.push((request, ticket));
                 }
-                Job::Task(task) => {
-                    self.commit(std::mem::take(&mut batch));
-                    batch_bytes = 0;
-                    self.run_task(task, ticket);
-                }
-                Job::Sync => {
-                    self.commit(std::mem::take(&mut batch));
-                    batch_bytes = 0;
-                    let result = self.sync().map(|()| 0).map_err(|reason| {
-                        Error::storage("syncing the database", std::io::Error::other(reason))
-                    });
-                    ticket.answer(Answer::Task(result));
-                }
-                Job::Periodic => {
-                    self.commit(std::mem::take(&mut batch));
-                    batch_bytes = 0;
-                    let more = self.periodic_work();
-                    ticket.answer(Answer::Task(Ok(u64::from(more))));
+                other => {
+                    if !batch.is_empty() {
+                        groups.push(self.commit(std::mem::take(&mut batch)));
+                        batch_bytes = 0;
+                    }
+                    groups.push(self.run_other(other, ticket));
                 }
             }
         }
-        self.commit(batch);
+        if !batch.is_empty() {
+            groups.push(self.commit(batch));
+        }
         if self.config.durability == Durability::Buffered
             && self.unsynced_bytes >= self.config.max_unsynced_bytes
         {
             // Keep what waits for a sync (and sled's log buffers in flight) small.
-            let _ = self.sync();
+            if let Ok(sync) = self.prepare_sync() {
+                groups.push(Group {
+                    sync,
+                    answers: Vec::new(),
+                    committed: None,
+                });
+            }
+        }
+        Afterwards { groups }
+    }
+
+    /// A job that is not a request.
+    fn run_other(&mut self, job: Job, ticket: Ticket<Answer>) -> Group {
+        match job {
+            Job::Request(_) => Group {
+                sync: None,
+                answers: vec![(
+                    ticket,
+                    Pending::Ready(Answer::Task(Err(Error::storage(
+                        "running a job",
+                        std::io::Error::other("a request was handled as a task"),
+                    )))),
+                )],
+                committed: None,
+            },
+            Job::Task(task) => self.run_task(task, ticket),
+            Job::Sync => {
+                let answer = match self.prepare_sync() {
+                    Ok(sync) => Answer::Sync(sync),
+                    Err(reason) => Answer::Task(Err(Error::storage(
+                        "syncing the database",
+                        std::io::Error::other(reason),
+                    ))),
+                };
+                Group {
+                    sync: None,
+                    answers: vec![(ticket, Pending::Ready(answer))],
+                    committed: None,
+                }
+            }
+            Job::Periodic => {
+                let (more, sync) = self.periodic_work();
+                Group {
+                    sync: None,
+                    answers: vec![(ticket, Pending::Ready(Answer::Periodic { more, sync }))],
+                    committed: None,
+                }
+            }
         }
     }
 
@@ -129,11 +291,9 @@ impl WriterLoop {
             .unwrap_or(Duration::from_secs(1))
     }
 
-    /// Commits a batch of requests in one transaction and answers each.
-    fn commit(&mut self, batch: Batch) {
-        if batch.is_empty() {
-            return;
-        }
+    /// Commits a batch of requests in one transaction; under `Immediate`
+    /// their answers wait for the sync of the commit.
+    fn commit(&mut self, batch: Batch) -> Group {
         let needs_caller: Vec<Cell<bool>> = batch.iter().map(|_| Cell::new(false)).collect();
         let deciders: Vec<_> = batch
             .iter()
@@ -163,69 +323,123 @@ impl WriterLoop {
                 id: &job.id,
                 key: job.key.as_deref(),
                 decide,
+                fired_timer: job.fired_timer.as_deref(),
             })
             .collect();
         self.marks.tracker.begin_commit();
+        let started = Instant::now();
         let executed = catch_unwind(AssertUnwindSafe(|| self.store.execute(&requests)));
         drop(requests);
         let decisions = match executed {
             Ok(Ok(decisions)) => decisions,
             Ok(Err(error)) => {
                 // sled's transaction failed: nothing of the batch was committed.
-                for (job, ticket) in batch {
-                    let error = copy_error(&error, &job);
-                    ticket.answer(Answer::Request(RequestAnswer::Done(Err(error))));
-                }
-                return;
+                let answers = batch
+                    .into_iter()
+                    .map(|(job, ticket)| {
+                        let error = copy_error(&error, &job);
+                        (
+                            ticket,
+                            Pending::Ready(Answer::Request(RequestAnswer::Done(Err(error)))),
+                        )
+                    })
+                    .collect();
+                return Group {
+                    sync: None,
+                    answers,
+                    committed: None,
+                };
             }
             Err(panic) => {
                 self.dirty = true;
                 let reason = format!("the commit panicked: {}", panic_message(&*panic));
-                for (job, ticket) in batch {
-                    ticket.answer(Answer::Request(RequestAnswer::Done(Err(commit_unknown(
-                        &job, &reason,
-                    )))));
-                }
-                return;
+                let answers = batch
+                    .into_iter()
+                    .map(|(job, ticket)| {
+                        let error = commit_unknown(&job.machine, &job.id, &reason);
+                        (
+                            ticket,
+                            Pending::Ready(Answer::Request(RequestAnswer::Done(Err(error)))),
+                        )
+                    })
+                    .collect();
+                return Group {
+                    sync: None,
+                    answers,
+                    committed: None,
+                };
             }
         };
-        let wrote: usize = batch
-            .iter()
-            .zip(&decisions)
-            .filter(|(_, decision)| matches!(decision, Ok(decision) if writes(decision)))
-            .map(|((job, _), _)| job.bytes)
-            .sum();
-        let wrote_any = decisions
-            .iter()
-            .any(|decision| matches!(decision, Ok(decision) if writes(decision)));
-        if wrote_any {
-            self.dirty = true;
-            self.unsynced_bytes += wrote;
+        let (size, events) = (
+            batch.len(),
+            decisions
+                .iter()
+                .filter(|decision| matches!(decision, Ok(Decision::Apply(_))))
+                .count(),
+        );
+        let mut wrote_bytes = 0;
+        for ((job, _), decision) in batch.iter().zip(&decisions) {
+            if matches!(decision, Ok(decision) if writes(decision)) {
+                wrote_bytes += job.bytes;
+            }
         }
-        let synced = match self.config.durability {
-            Durability::Immediate => self.sync(),
-            Durability::Buffered => Ok(()),
+        // A fired timer's removal is a write too.
+        let wrote = wrote_bytes > 0 || batch.iter().any(|(job, _)| job.fired_timer.is_some());
+        if wrote {
+            self.dirty = true;
+            self.unsynced_bytes += wrote_bytes.max(1);
+        }
+        let sync = match self.config.durability {
+            Durability::Immediate => self.prepare_sync(),
+            Durability::Buffered => Ok(None),
         };
-        for (((job, ticket), decision), needs_caller) in
-            batch.into_iter().zip(decisions).zip(needs_caller)
-        {
-            let answer = if needs_caller.get() {
-                RequestAnswer::NeedsCaller
-            } else {
-                RequestAnswer::Done(match decision {
-                    Ok(decision) if writes(&decision) => match &synced {
-                        Ok(()) => Ok(decision.into_outcome()),
-                        Err(reason) => Err(commit_unknown(&job, reason)),
-                    },
-                    Ok(decision) => Ok(decision.into_outcome()),
-                    Err(error) => Err(error),
-                })
-            };
-            ticket.answer(Answer::Request(answer));
+        let (sync, flush_failed) = match sync {
+            Ok(sync) => (sync, None),
+            Err(reason) => (None, Some(reason)),
+        };
+        let immediate = self.config.durability == Durability::Immediate;
+        let answers = batch
+            .into_iter()
+            .zip(decisions)
+            .zip(needs_caller)
+            .map(|(((job, ticket), decision), needs_caller)| {
+                if needs_caller.get() {
+                    return (
+                        ticket,
+                        Pending::Ready(Answer::Request(RequestAnswer::NeedsCaller)),
+                    );
+                }
+                let (machine, id) = (job.machine, job.id);
+                let answer = move |synced: std::result::Result<(), &str>| {
+                    Answer::Request(RequestAnswer::Done(match decision {
+                        Ok(decision) if writes(&decision) => match synced {
+                            Ok(()) => Ok(decision.into_outcome()),
+                            Err(reason) => Err(commit_unknown(&machine, &id, reason)),
+                        },
+                        Ok(decision) => Ok(decision.into_outcome()),
+                        Err(error) => Err(error),
+                    }))
+                };
+                let pending = match (&flush_failed, immediate) {
+                    (Some(reason), _) => Pending::Ready(answer(Err(reason))),
+                    (None, true) => Pending::OnSync(Box::new(answer)),
+                    (None, false) => Pending::Ready(answer(Ok(()))),
+                };
+                (ticket, pending)
+            })
+            .collect();
+        Group {
+            sync,
+            answers,
+            committed: Some(Committed {
+                started,
+                size,
+                events,
+            }),
         }
     }
 
-    fn run_task(&mut self, task: Task, ticket: Ticket<Answer>) {
+    fn run_task(&mut self, task: Task, ticket: Ticket<Answer>) -> Group {
         self.marks.tracker.begin_commit();
         let result =
             catch_unwind(AssertUnwindSafe(|| task(&mut *self.store))).unwrap_or_else(|panic| {
@@ -235,63 +449,111 @@ impl WriterLoop {
                 ))
             });
         self.dirty = true;
-        let result = match self.config.durability {
-            Durability::Immediate => match self.sync() {
-                Ok(()) => result,
-                Err(reason) => result.and_then(|_| {
-                    Err(Error::storage(
-                        "making the change durable",
-                        std::io::Error::other(reason),
-                    ))
-                }),
+        match self.config.durability {
+            Durability::Immediate => {
+                let (sync, flush_failed) = match self.prepare_sync() {
+                    Ok(sync) => (sync, None),
+                    Err(reason) => (None, Some(reason)),
+                };
+                let answer = move |synced: std::result::Result<(), &str>| {
+                    Answer::Task(match synced {
+                        Ok(()) => result,
+                        Err(reason) => result.and_then(|_| {
+                            Err(Error::storage(
+                                "making the change durable",
+                                std::io::Error::other(reason.to_owned()),
+                            ))
+                        }),
+                    })
+                };
+                let pending = match flush_failed {
+                    Some(reason) => Pending::Ready(answer(Err(&reason))),
+                    None => Pending::OnSync(Box::new(answer)),
+                };
+                Group {
+                    sync,
+                    answers: vec![(ticket, pending)],
+                    committed: None,
+                }
+            }
+            Durability::Buffered => Group {
+                sync: None,
+                answers: vec![(ticket, Pending::Ready(Answer::Task(result)))],
+                committed: None,
             },
-            Durability::Buffered => result,
-        };
-        ticket.answer(Answer::Task(result));
+        }
     }
 
-    /// Makes every commit so far durable (a no-op when nothing is unsynced)
-    /// and moves the durable mark.
-    fn sync(&mut self) -> std::result::Result<(), String> {
+    /// The first part of a sync, under the leadership: sled's flush. Returns
+    /// the file sync to complete (after passing the leadership on), or none
+    /// when everything so far is already durable or being made durable by a
+    /// sync in flight that covers it... unless nothing guarantees that, in
+    /// which case a new one is prepared.
+    fn prepare_sync(&mut self) -> std::result::Result<Option<PendingSync>, String> {
         let covered = self.marks.tracker.covered_by_sync_now();
-        if !self.dirty {
+        let needs_sync = self.marks.needs_sync.load(Ordering::SeqCst);
+        if !self.dirty && !needs_sync && self.marks.tracker.is_durable(self.last_flush_covered) {
+            // Nothing written since a flush whose file sync completed: the
+            // commits since wrote nothing, so they are durable too.
             self.marks.tracker.synced(covered);
-            return Ok(());
+            return Ok(None);
         }
         let fault = self.config.faults.take_sync_fault();
+        self.marks.needs_sync.store(false, Ordering::SeqCst);
         let store = &mut self.store;
-        let result = catch_unwind(AssertUnwindSafe(|| match fault {
-            Some(SyncFault::Panic) => panic!("injected fault: the sync panicked"),
-            Some(SyncFault::Fail) => Err("injected fault: the sync failed".to_owned()),
-            None => store.sync().map_err(|error| error.to_string()),
-        }))
-        .unwrap_or_else(|panic| Err(format!("the sync panicked: {}", panic_message(&*panic))));
-        if result.is_ok() {
-            self.dirty = false;
-            self.unsynced_bytes = 0;
-            self.last_sync = Instant::now();
-            self.marks.tracker.synced(covered);
-            self.marks.published.bump();
+        let flushed = catch_unwind(AssertUnwindSafe(|| store.flush())).unwrap_or_else(|panic| {
+            Err(Error::storage(
+                "flushing the database",
+                std::io::Error::other(format!("it panicked: {}", panic_message(&*panic))),
+            ))
+        });
+        match flushed {
+            Ok(files) => {
+                self.dirty = false;
+                self.unsynced_bytes = 0;
+                self.last_sync = Instant::now();
+                self.last_flush_covered = covered;
+                Ok(Some(PendingSync {
+                    covered,
+                    files: Some(files),
+                    fault,
+                    marks: self.marks.clone(),
+                }))
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                observe::sync_failed(&reason);
+                self.marks.needs_sync.store(true, Ordering::SeqCst);
+                Err(reason)
+            }
         }
-        result
     }
 
-    /// The background flush under `Buffered`, and the key purge; returns
-    /// whether more purging is due at once.
-    fn periodic_work(&mut self) -> bool {
-        if self.config.durability == Durability::Buffered && self.dirty {
+    /// The background sync under `Buffered` (when due), migrations of renamed
+    /// states and the key purge; returns whether more is due at once, and
+    /// the sync for the housekeeper to complete.
+    fn periodic_work(&mut self) -> (bool, Option<PendingSync>) {
+        let mut sync = None;
+        if self.config.durability == Durability::Buffered {
             let due = self
                 .config
                 .flush_every
                 .is_some_and(|every| self.last_sync.elapsed() >= every);
-            if due || self.unsynced_bytes >= self.config.max_unsynced_bytes {
-                let _ = self.sync();
+            if self.dirty && (due || self.unsynced_bytes >= self.config.max_unsynced_bytes) {
+                sync = self.prepare_sync().ok().flatten();
             }
         }
-        if !self.dirty {
-            // Nothing unsynced: every commit so far is durable.
-            let covered = self.marks.tracker.covered_by_sync_now();
-            self.marks.tracker.synced(covered);
+        if sync.is_none() && !self.dirty && !self.marks.needs_sync.load(Ordering::SeqCst) {
+            // Nothing unsynced and nothing failed: every commit up to the
+            // last flush is durable once its sync completes; the ones since
+            // wrote nothing.
+            if self.marks.tracker.is_durable(self.last_flush_covered) {
+                let covered = self.marks.tracker.covered_by_sync_now();
+                self.marks.tracker.synced(covered);
+            }
+        }
+        if self.migrate_round() {
+            return (true, sync);
         }
         if let (Some(at), Some(every)) = (self.next_purge, self.config.purge_every) {
             if Instant::now() >= at {
@@ -301,10 +563,42 @@ impl WriterLoop {
                 } else {
                     Instant::now() + every
                 });
-                return more;
+                return (more, sync);
             }
         }
-        false
+        (false, sync)
+    }
+
+    /// One bounded round of migrating renamed states; returns whether it
+    /// moved anything (then more may be left).
+    fn migrate_round(&mut self) -> bool {
+        self.marks.tracker.begin_commit();
+        let store = &mut self.store;
+        let moved = catch_unwind(AssertUnwindSafe(|| {
+            store.migrate_renamed_states(MIGRATION_ROUND)
+        }));
+        let moved = match moved {
+            Ok(Ok(moved)) => moved,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "migrating renamed states failed");
+                0
+            }
+            Err(panic) => {
+                tracing::warn!(
+                    panic = panic_message(&*panic),
+                    "migrating renamed states panicked"
+                );
+                0
+            }
+        };
+        if moved > 0 {
+            self.dirty = true;
+            tracing::info!(
+                moved,
+                "migration: moved entities from former state names to their current ones"
+            );
+        }
+        moved > 0
     }
 
     /// One bounded round of key purging; returns whether more is left.
@@ -314,30 +608,34 @@ impl WriterLoop {
         self.marks.tracker.begin_commit();
         let store = &mut self.store;
         let round = catch_unwind(AssertUnwindSafe(|| store.purge_expired_keys(now, budget)));
-        self.dirty = true;
-        let more = match round {
+        match round {
             Ok(Ok(round)) => {
+                if round.purged > 0 {
+                    self.dirty = true;
+                }
                 for error in &round.corrupt {
-                    tracing::warn!(%error, "skipped an unreadable idempotency key record while purging");
+                    let error = observe::loggable(error);
+                    tracing::warn!(
+                        error,
+                        "skipped an unreadable idempotency key record while purging"
+                    );
                 }
                 round.more
             }
             Ok(Err(error)) => {
+                self.dirty = true;
                 tracing::warn!(%error, "purging expired idempotency keys failed");
                 false
             }
             Err(panic) => {
+                self.dirty = true;
                 tracing::warn!(
                     panic = panic_message(&*panic),
                     "purging expired idempotency keys panicked"
                 );
                 false
             }
-        };
-        if self.config.durability == Durability::Immediate {
-            let _ = self.sync();
         }
-        more
     }
 }
 
@@ -351,10 +649,11 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
     }
 }
 
-fn commit_unknown(job: &RequestJob, reason: &str) -> Error {
+fn commit_unknown(machine: &str, id: &str, reason: &str) -> Error {
+    observe::commit_unknown(machine);
     Error::CommitUnknown {
-        machine: job.machine.clone(),
-        id: job.id.clone(),
+        machine: machine.to_owned(),
+        id: id.to_owned(),
         reason: reason.to_owned(),
     }
 }
@@ -366,6 +665,6 @@ fn copy_error(error: &Error, job: &RequestJob) -> Error {
             context.clone(),
             std::io::Error::new(source.kind(), source.to_string()),
         ),
-        other => commit_unknown(job, &other.to_string()),
+        other => commit_unknown(&job.machine, &job.id, &other.to_string()),
     }
 }

@@ -57,6 +57,21 @@ Examples:
   idemflow outbox --db ./orders-db --limit 100 --ack  print, then acknowledge them
   idemflow outbox --db ./orders-db --json";
 
+const DEFINITIONS_EXAMPLES: &str = "\
+Examples:
+  idemflow definitions --db ./orders-db order
+  idemflow definitions --db ./orders-db order --json | jq '.[-1].changes'";
+
+const MIGRATE_EXAMPLES: &str = "\
+Examples:
+  idemflow migrate --db ./orders-db          # every machine
+  idemflow migrate --db ./orders-db ticket";
+
+const TIMERS_EXAMPLES: &str = "\
+Examples:
+  idemflow timers --db ./orders-db
+  idemflow timers --db ./orders-db invoice --limit 100 --json";
+
 const PURGE_EXAMPLES: &str = "\
 Examples:
   idemflow purge-keys --db ./orders-db";
@@ -110,6 +125,15 @@ pub enum Command {
     /// List pending outbox events, optionally acknowledging them.
     #[command(after_help = OUTBOX_EXAMPLES)]
     Outbox(OutboxArgs),
+    /// Show a machine's definition change log: every stored version, what changed, when.
+    #[command(after_help = DEFINITIONS_EXAMPLES)]
+    Definitions(DefinitionsArgs),
+    /// Finish migrating entities stored under former (aliased) state names, with progress.
+    #[command(after_help = MIGRATE_EXAMPLES)]
+    Migrate(MigrateArgs),
+    /// List pending timers (declared timeouts and scheduled requests) by due time.
+    #[command(after_help = TIMERS_EXAMPLES)]
+    Timers(TimersArgs),
     /// Delete expired idempotency keys of every machine.
     #[command(after_help = PURGE_EXAMPLES)]
     PurgeKeys(PurgeKeysArgs),
@@ -191,6 +215,42 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Arguments of `timers`.
+#[derive(Debug, Args)]
+pub struct TimersArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Only this machine's timers.
+    pub machine: Option<String>,
+    /// How many timers to list, earliest first.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// Arguments of `definitions`.
+#[derive(Debug, Args)]
+pub struct DefinitionsArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The machine's name.
+    pub machine: String,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// Arguments of `migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The machine's name (default: every stored machine).
+    pub machine: Option<String>,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
 /// Arguments of `machines`.
 #[derive(Debug, Args)]
 pub struct MachinesArgs {
@@ -256,6 +316,10 @@ pub struct OutboxArgs {
     /// Acknowledge (remove) the listed events after printing them.
     #[arg(long)]
     pub ack: bool,
+    /// Move the entry at this position (e.g. an undecodable one) out of the
+    /// outbox into the quarantine, where it is kept but never delivered.
+    #[arg(long, value_name = "POSITION")]
+    pub quarantine: Option<u64>,
     #[command(flatten)]
     pub json: JsonArg,
 }

@@ -8,7 +8,7 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use idemflow::{DotOptions, Engine, NamedMachine, NamedRequest, OutcomeRecord};
+use idemflow::{DotOptions, Engine, NamedMachine, NamedRequest, OutcomeRecord, PendingEntry};
 use serde_json::{json, Value};
 
 use crate::cli::{
@@ -80,7 +80,8 @@ pub fn open_existing(dir: &Path) -> CliResult<Engine> {
             dir.display()
         )));
     }
-    Ok(Engine::open(dir)?)
+    // Tools inspect and drive a database; they never fire its timers on the side.
+    Ok(Engine::builder().timers(false).open(dir)?)
 }
 
 /// Writes `text` to stdout; a closed pipe (`| head`) is not an error.
@@ -120,12 +121,14 @@ pub fn machines(args: &MachinesArgs) -> CliResult {
     for def in engine.machines()? {
         let machine = engine.machine_by_name(&def.name)?;
         let counts = machine.count_by_state()?;
-        listed.push((def, counts));
+        let version = machine.definition_version();
+        let pending = machine.pending_migration()?;
+        listed.push((def, counts, version, pending));
     }
     if args.json.json {
         let machines: Vec<Value> = listed
             .iter()
-            .map(|(def, counts)| {
+            .map(|(def, counts, version, pending)| {
                 let states: Vec<Value> = def
                     .states
                     .iter()
@@ -141,6 +144,8 @@ pub fn machines(args: &MachinesArgs) -> CliResult {
                     .collect();
                 json!({
                     "name": def.name,
+                    "definition_version": version,
+                    "pending_migration": pending,
                     "initial": def.initial,
                     "entities": counts.iter().map(|(_, count)| count).sum::<u64>(),
                     "states": states,
@@ -157,20 +162,27 @@ pub fn machines(args: &MachinesArgs) -> CliResult {
         ));
     }
     let mut out = String::new();
-    for (index, (def, counts)) in listed.iter().enumerate() {
+    for (index, (def, counts, version, pending)) in listed.iter().enumerate() {
         if index > 0 {
             out.push('\n');
         }
         let total: u64 = counts.iter().map(|(_, count)| count).sum();
         let _ = writeln!(
             out,
-            "{}: {} entities, {} states, {} transitions, initial state {}",
+            "{}: definition version {version}, {} entities, {} states, {} transitions, initial state {}",
             def.name,
             group(total),
             def.states.len(),
             def.transitions.len(),
             def.initial
         );
+        if *pending > 0 {
+            let _ = writeln!(
+                out,
+                "  migrating: {} entities still stored under former state names (idemflow migrate)",
+                group(*pending)
+            );
+        }
         let mut table = Table::new(&[
             ("STATE", Align::Left),
             ("ENTITIES", Align::Right),
@@ -348,7 +360,20 @@ pub fn graph(args: &GraphArgs) -> CliResult {
 pub fn outbox(args: &OutboxArgs) -> CliResult {
     let engine = open_existing(&args.db.db)?;
     let outbox = engine.outbox();
-    let events = outbox.pending(args.limit)?;
+    let quarantined = match args.quarantine {
+        Some(position) => Some((position, outbox.quarantine(position)?)),
+        None => None,
+    };
+    let mut events = Vec::new();
+    let mut undecodable = Vec::new();
+    for entry in outbox.pending_entries(args.limit)? {
+        match entry {
+            PendingEntry::Event(event) => events.push(event),
+            PendingEntry::Undecodable { position, error } => {
+                undecodable.push((position, error.to_string()));
+            }
+        }
+    }
     let pending = outbox.len()?;
     let acknowledged = if args.ack {
         Some(outbox.ack(&events)?)
@@ -356,10 +381,16 @@ pub fn outbox(args: &OutboxArgs) -> CliResult {
         None
     };
     if args.json.json {
+        let undecodable: Vec<Value> = undecodable
+            .iter()
+            .map(|(position, error)| json!({"position": position, "error": error}))
+            .collect();
         return print_json(&json!({
             "pending": pending,
             "events": events,
+            "undecodable": undecodable,
             "acknowledged": acknowledged,
+            "quarantined": quarantined.map(|(position, moved)| json!({"position": position, "moved": moved})),
         }));
     }
     let mut out = String::new();
@@ -394,8 +425,24 @@ pub fn outbox(args: &OutboxArgs) -> CliResult {
     if !events.is_empty() {
         out.push_str(&table.render());
     }
+    for (position, error) in &undecodable {
+        let _ = writeln!(
+            out,
+            "undecodable entry at position {position}: {error} (quarantine it with --quarantine {position})"
+        );
+    }
     if let Some(count) = acknowledged {
         let _ = writeln!(out, "acknowledged {count} events");
+    }
+    if let Some((position, moved)) = quarantined {
+        let _ = if moved {
+            writeln!(
+                out,
+                "moved the entry at position {position} to the quarantine"
+            )
+        } else {
+            writeln!(out, "no pending entry at position {position}")
+        };
     }
     print_out(&out)
 }
@@ -403,11 +450,16 @@ pub fn outbox(args: &OutboxArgs) -> CliResult {
 /// `idemflow purge-keys`.
 pub fn purge_keys(args: &PurgeKeysArgs) -> CliResult {
     let engine = open_existing(&args.db.db)?;
-    let purged = engine.purge_expired_keys()?;
+    let report = engine.purge_keys()?;
+    let skipped: Vec<String> = report.skipped.iter().map(ToString::to_string).collect();
     if args.json.json {
-        return print_json(&json!({ "purged": purged }));
+        return print_json(&json!({ "purged": report.purged, "skipped": skipped }));
     }
-    print_out(&format!("purged {purged} expired idempotency keys\n"))
+    let mut out = format!("purged {} expired idempotency keys\n", report.purged);
+    for error in &skipped {
+        let _ = writeln!(out, "skipped an unreadable key record: {error}");
+    }
+    print_out(&out)
 }
 
 /// An outcome as JSON, with the machine's name.

@@ -11,7 +11,9 @@
 mod cli;
 mod commands;
 mod demo;
+mod evolution;
 mod render;
+mod timers;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -68,6 +70,9 @@ fn main() -> ExitCode {
         Command::Show(args) => commands::show(&args),
         Command::Graph(args) => commands::graph(&args),
         Command::Outbox(args) => commands::outbox(&args),
+        Command::Definitions(args) => evolution::definitions(&args),
+        Command::Migrate(args) => evolution::migrate(&args),
+        Command::Timers(args) => timers::timers(&args),
         Command::PurgeKeys(args) => commands::purge_keys(&args),
         Command::Create(args) => commands::create(&args),
         Command::Apply(args) => commands::apply(&args),

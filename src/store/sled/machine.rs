@@ -4,24 +4,28 @@
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::storage;
+use super::timers::{put_timer, remove_timer};
 use crate::decide::{Decision, KeyRecord};
-use crate::error::{Error, Result};
+use crate::error::{Error, Missing, Result};
 use crate::outcome::{EntityRecord, HistoryRecord};
 use crate::store::codec::{self, decode_at};
 use crate::store::{MachineStore, StoreRequest};
+use crate::timers::TimerRecord;
 
 /// One machine's trees.
 pub(crate) struct SledMachine {
     pub(super) machine: String,
     entities_name: String,
-    history_name: String,
-    by_state_name: String,
+    pub(super) history_name: String,
+    pub(super) by_state_name: String,
     keys_name: String,
     pub(super) entities: sled::Tree,
     pub(super) history: sled::Tree,
     pub(super) by_state: sled::Tree,
     pub(super) keys: sled::Tree,
     pub(super) key_expiry: sled::Tree,
+    pub(super) timers: sled::Tree,
+    pub(super) timers_name: String,
 }
 
 /// The transactional views of one machine's trees (and the shared outbox).
@@ -31,13 +35,21 @@ pub(super) struct MachineViews<'a> {
     pub(super) by_state: &'a TransactionalTree,
     pub(super) keys: &'a TransactionalTree,
     pub(super) key_expiry: &'a TransactionalTree,
+    pub(super) timers: &'a TransactionalTree,
     pub(super) outbox: &'a TransactionalTree,
 }
 
 /// How many trees of a machine a transaction takes, in [`SledMachine::trees`] order.
-pub(super) const TREES_PER_MACHINE: usize = 5;
+pub(super) const TREES_PER_MACHINE: usize = 6;
 
-type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
+pub(super) type TxResult<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
+
+pub(super) fn tx_error(error: sled::transaction::TransactionError<Error>, context: &str) -> Error {
+    match error {
+        sled::transaction::TransactionError::Abort(error) => error,
+        sled::transaction::TransactionError::Storage(error) => Error::storage(context, error),
+    }
+}
 
 impl SledMachine {
     pub(super) fn open(db: &sled::Db, machine: &str) -> Result<Self> {
@@ -57,13 +69,22 @@ impl SledMachine {
             by_state: open("by_state")?,
             keys: open("keys")?,
             key_expiry: open("key_expiry")?,
+            timers: open("timers")?,
+            timers_name: format!("timers/{machine}"),
         })
     }
 
     /// The names of this machine's trees.
     pub(super) fn tree_names(machine: &str) -> [String; TREES_PER_MACHINE] {
-        ["entities", "history", "by_state", "keys", "key_expiry"]
-            .map(|concern| format!("{concern}/{machine}"))
+        [
+            "entities",
+            "history",
+            "by_state",
+            "keys",
+            "key_expiry",
+            "timers",
+        ]
+        .map(|concern| format!("{concern}/{machine}"))
     }
 
     /// The trees a transaction over this machine takes.
@@ -74,6 +95,7 @@ impl SledMachine {
             &self.by_state,
             &self.keys,
             &self.key_expiry,
+            &self.timers,
         ]
     }
 
@@ -85,7 +107,7 @@ impl SledMachine {
         decode_at(&self.entities_name, id, || codec::decode_entity(id, value))
     }
 
-    fn decode_key_record(&self, key: &[u8], value: &[u8]) -> Result<KeyRecord> {
+    pub(super) fn decode_key_record(&self, key: &[u8], value: &[u8]) -> Result<KeyRecord> {
         decode_at(&self.keys_name, key, || codec::decode_key_record(value))
     }
 
@@ -121,6 +143,9 @@ impl SledMachine {
             Ok(decision) => decision,
             Err(error) => return Ok(Err(error)),
         };
+        if let Some(fired) = request.fired_timer {
+            remove_timer(trees.timers, fired)?;
+        }
         match &decision {
             Decision::Replay(_)
             | Decision::NoOp {
@@ -157,6 +182,12 @@ impl SledMachine {
                     change,
                 )?;
                 *next_position += 1;
+                if let Some(left) = &applied.disarm {
+                    remove_timer(trees.timers, left)?;
+                }
+                if let Some(timer) = &applied.arm {
+                    put_timer(trees.timers, timer)?;
+                }
             }
         }
         Ok(Ok(decision))
@@ -231,6 +262,34 @@ impl MachineStore for SledMachine {
         self.count_keys()
     }
 
+    fn references(&self, states: &[String], events: &[String]) -> Result<Vec<Missing>> {
+        self.count_references(states, events)
+    }
+
+    fn timer(&self, stored_key: &[u8]) -> Result<Option<TimerRecord>> {
+        self.timer_of_key(stored_key)
+    }
+
+    fn timers_of(&self, id: &str) -> Result<Vec<TimerRecord>> {
+        let mut timers = Vec::new();
+        for item in self
+            .timers
+            .scan_prefix(codec::timer_entity_prefix(id))
+            .keys()
+        {
+            let key = item.map_err(storage("reading timers"))?;
+            let stored_key = &key[codec::timer_entity_prefix(id).len()..];
+            if let Some(timer) = self.timer_of_key(stored_key)? {
+                timers.push(timer);
+            }
+        }
+        Ok(timers)
+    }
+
+    fn timers(&self, limit: usize) -> Result<Vec<TimerRecord>> {
+        self.due_timers(None, limit)
+    }
+
     fn count_in_state(&self, state: &str) -> Result<u64> {
         let mut count = 0;
         for item in self.by_state.scan_prefix(codec::state_prefix(state)).keys() {
@@ -267,33 +326,4 @@ fn collect_ids(
         })?);
     }
     Ok(ids)
-}
-
-/// The reads of a machine whose trees do not exist yet: nothing is there.
-pub(super) struct EmptyMachine;
-
-impl MachineStore for EmptyMachine {
-    fn key_record(&self, _: &[u8]) -> Result<Option<KeyRecord>> {
-        Ok(None)
-    }
-
-    fn get(&self, _: &str) -> Result<Option<EntityRecord>> {
-        Ok(None)
-    }
-
-    fn history(&self, _: &str) -> Result<Vec<HistoryRecord>> {
-        Ok(Vec::new())
-    }
-
-    fn in_state(&self, _: &str, _: Option<&str>, _: usize) -> Result<Vec<String>> {
-        Ok(Vec::new())
-    }
-
-    fn count_in_state(&self, _: &str) -> Result<u64> {
-        Ok(0)
-    }
-
-    fn key_count(&self) -> Result<u64> {
-        Ok(0)
-    }
 }

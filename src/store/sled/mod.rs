@@ -2,13 +2,16 @@
 //!
 //! Trees (see `docs/storage-format.md`):
 //! - `meta`: `definition/<machine>` -> the current definition (JSON),
-//!   `definition_log/<machine>/<n>` -> every definition stored before,
+//!   `definition_meta/<machine>` -> its version, time and changes (JSON),
+//!   `definition_log/<machine>/<n>` -> every version stored before,
 //!   `key_expiry_indexed/<machine>` -> set once the expiry index is complete;
 //! - `entities/<machine>`: id -> record;
 //! - `history/<machine>`: `[id][version]` -> change;
 //! - `by_state/<machine>`: `[state][id]` -> marker;
 //! - `keys/<machine>`: idempotency key (stored form) -> key record;
 //! - `key_expiry/<machine>`: `[expires_at][key]` -> marker;
+//! - `timers/<machine>`: `d[due][id][key]` -> timer, `k[key]` and `e[id][key]`
+//!   -> where it is;
 //! - `outbox`: `[position][machine][id][version]` -> change;
 //! - `outbox_quarantine`: outbox entries moved aside, same keys.
 //!
@@ -30,8 +33,11 @@
 //! - new databases use 8 MiB segments, so no page within idemflow's default
 //!   limits reaches the blob threshold (a quarter of a segment).
 
+mod empty;
+mod evolution;
 mod files;
 mod machine;
+mod timers;
 mod writer;
 
 use std::collections::HashMap;
@@ -45,14 +51,17 @@ pub(crate) use self::machine::SledMachine;
 use self::writer::SledWriter;
 use super::codec::{self, decode_at};
 use super::{MachineStore, PendingEntry, Store, StoreWriter};
+use crate::definitions::{describe_changes, DefinitionVersion};
 use crate::error::{Error, Result};
 use crate::machine::MachineDef;
+use crate::timers::TimerRecord;
 
 const META: &str = "meta";
 const OUTBOX: &str = "outbox";
 const QUARANTINE: &str = "outbox_quarantine";
 const DEFINITION_PREFIX: &str = "definition/";
 const DEFINITION_LOG_PREFIX: &str = "definition_log/";
+const DEFINITION_META_PREFIX: &str = "definition_meta/";
 const KEY_INDEX_DONE_PREFIX: &str = "key_expiry_indexed/";
 
 /// The segment size of new databases: 8 MiB, so that pages (at most 17
@@ -252,22 +261,28 @@ impl Store for SledStore {
     }
 
     fn definition(&self, machine: &str) -> Result<Option<MachineDef>> {
-        let key = format!("{DEFINITION_PREFIX}{machine}");
-        match self
+        self.shared.definition(machine)
+    }
+
+    fn definition_version(&self, machine: &str) -> Result<Option<u64>> {
+        Ok(self
             .shared
-            .meta
-            .get(key.as_bytes())
-            .map_err(storage("reading a machine definition"))?
-        {
-            None => Ok(None),
-            Some(value) => decode_definition(key.as_bytes(), &value).map(Some),
+            .current_version(machine)?
+            .map(|(version, _)| version.version))
+    }
+
+    fn definition_log(&self, machine: &str) -> Result<Vec<DefinitionVersion>> {
+        let mut log = self.shared.logged_versions(machine)?;
+        if let Some((current, _)) = self.shared.current_version(machine)? {
+            log.push(current);
         }
+        Ok(log)
     }
 
     fn machine(&self, machine: &str) -> Result<Arc<dyn MachineStore>> {
         match self.shared.existing_machine(machine)? {
             Some(store) => Ok(store),
-            None => Ok(Arc::new(machine::EmptyMachine)),
+            None => Ok(Arc::new(empty::EmptyMachine)),
         }
     }
 
@@ -311,6 +326,33 @@ impl Store for SledStore {
             .map_err(storage("measuring the database"))
     }
 
+    fn due_timers(&self, now: u64, limit: usize) -> Result<Vec<(String, TimerRecord)>> {
+        let mut due = Vec::new();
+        for machine in self.shared.machines_with_timers() {
+            let Some(store) = self.shared.existing_machine(&machine)? else {
+                continue;
+            };
+            for timer in store.due_timers(Some(now), limit)? {
+                due.push((machine.clone(), timer));
+            }
+        }
+        due.sort_by_key(|(_, timer)| timer.due_at);
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    fn next_timer_due(&self) -> Result<Option<u64>> {
+        let mut next: Option<u64> = None;
+        for machine in self.shared.machines_with_timers() {
+            if let Some(store) = self.shared.existing_machine(&machine)? {
+                if let Some(due) = store.next_due()? {
+                    next = Some(next.map_or(due, |earliest| earliest.min(due)));
+                }
+            }
+        }
+        Ok(next)
+    }
+
     fn writer(&self) -> Result<Box<dyn StoreWriter>> {
         self.writer
             .lock()
@@ -324,6 +366,128 @@ impl Store for SledStore {
                 )
             })
     }
+}
+
+impl Shared {
+    /// Every machine with a timers tree.
+    fn machines_with_timers(&self) -> Vec<String> {
+        self.db
+            .tree_names()
+            .iter()
+            .filter_map(|name| {
+                std::str::from_utf8(name)
+                    .ok()?
+                    .strip_prefix("timers/")
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    /// The stored definition of `machine`.
+    fn definition(&self, machine: &str) -> Result<Option<MachineDef>> {
+        let key = format!("{DEFINITION_PREFIX}{machine}");
+        match self
+            .meta
+            .get(key.as_bytes())
+            .map_err(storage("reading a machine definition"))?
+        {
+            None => Ok(None),
+            Some(value) => decode_definition(key.as_bytes(), &value).map(Some),
+        }
+    }
+
+    /// The earlier versions of a machine's definition, oldest first. Entries
+    /// written before the log kept versions hold a bare definition: they are
+    /// numbered by position and their changes computed from their neighbour.
+    fn logged_versions(&self, machine: &str) -> Result<Vec<DefinitionVersion>> {
+        let prefix = format!("{DEFINITION_LOG_PREFIX}{machine}/");
+        let mut versions: Vec<DefinitionVersion> = Vec::new();
+        for item in self.meta.scan_prefix(prefix.as_bytes()) {
+            let (key, value) = item.map_err(storage("reading a definition log"))?;
+            let entry = decode_at(META, &key, || {
+                let mut reader = codec::Reader::value(&value)?;
+                let json: serde_json::Value = serde_json::from_slice(reader.rest())
+                    .map_err(|error| format!("definition log entry is not JSON: {error}"))?;
+                if json.get("definition").is_some() {
+                    serde_json::from_value::<DefinitionVersion>(json)
+                        .map_err(|error| format!("bad definition log entry: {error}"))
+                } else {
+                    let definition = serde_json::from_value::<MachineDef>(json)
+                        .map_err(|error| format!("bad definition log entry: {error}"))?;
+                    Ok(DefinitionVersion {
+                        version: 0,
+                        at: None,
+                        changes: Vec::new(),
+                        definition,
+                    })
+                }
+            })?;
+            versions.push(entry);
+        }
+        for n in 0..versions.len() {
+            if versions[n].version == 0 {
+                versions[n].version = n as u64 + 1;
+                let previous = n.checked_sub(1).map(|p| versions[p].definition.clone());
+                versions[n].changes = describe_changes(previous.as_ref(), &versions[n].definition);
+            }
+        }
+        Ok(versions)
+    }
+
+    /// The current version of a machine's definition and the raw meta entry.
+    pub(super) fn current_version(
+        &self,
+        machine: &str,
+    ) -> Result<Option<(DefinitionVersion, bool)>> {
+        let Some(definition) = self.definition(machine)? else {
+            return Ok(None);
+        };
+        let key = format!("{DEFINITION_META_PREFIX}{machine}");
+        match self
+            .meta
+            .get(key.as_bytes())
+            .map_err(storage("reading a definition's version"))?
+        {
+            Some(value) => {
+                let meta = decode_at(META, key.as_bytes(), || {
+                    let mut reader = codec::Reader::value(&value)?;
+                    serde_json::from_slice::<VersionMeta>(reader.rest())
+                        .map_err(|error| format!("bad definition version: {error}"))
+                })?;
+                Ok(Some((
+                    DefinitionVersion {
+                        version: meta.version,
+                        at: meta.at,
+                        changes: meta.changes,
+                        definition,
+                    },
+                    true,
+                )))
+            }
+            None => {
+                // Stored before versions existed: it follows its log.
+                let log = self.logged_versions(machine)?;
+                let changes = describe_changes(log.last().map(|v| &v.definition), &definition);
+                Ok(Some((
+                    DefinitionVersion {
+                        version: log.len() as u64 + 1,
+                        at: None,
+                        changes,
+                        definition,
+                    },
+                    false,
+                )))
+            }
+        }
+    }
+}
+
+/// The stored companion of the current definition: its version, time and changes.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct VersionMeta {
+    pub(super) version: u64,
+    pub(super) at: Option<u64>,
+    pub(super) changes: Vec<String>,
 }
 
 fn decode_definition(key: &[u8], value: &[u8]) -> Result<MachineDef> {

@@ -1,27 +1,32 @@
-//! The write side of the sled backend, owned by the engine's writer thread.
+//! The write side of the sled backend, used by one leader at a time.
 
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
 use super::files::DurableFiles;
 use super::machine::{MachineViews, SledMachine, TREES_PER_MACHINE};
-use super::{storage, Shared, DEFINITION_LOG_PREFIX, DEFINITION_PREFIX, KEY_INDEX_DONE_PREFIX};
+use super::{
+    storage, Shared, VersionMeta, DEFINITION_LOG_PREFIX, DEFINITION_META_PREFIX, DEFINITION_PREFIX,
+    KEY_INDEX_DONE_PREFIX,
+};
 use crate::decide::Decision;
+use crate::definitions::{state_renames, DefinitionVersion};
 use crate::error::{Error, Result};
-use crate::machine::MachineDef;
 use crate::store::codec::{self, decode_at};
-use crate::store::{PurgeRound, StoreRequest, StoreWriter};
+use crate::store::{FileSync, PurgeRound, StoreRequest, StoreWriter};
+use crate::timers::TimerRecord;
 
 /// The one writer of a sled database.
 pub(crate) struct SledWriter {
     shared: Arc<Shared>,
     /// `None` for a temporary database (nothing to sync beyond sled's flush).
-    files: Option<DurableFiles>,
+    /// Shared with file syncs running after the leadership was passed on.
+    files: Option<Arc<Mutex<DurableFiles>>>,
     /// The position the next outbox entry takes.
     next_position: u64,
     /// Where building the expiry index of an older database's keys stands,
@@ -44,7 +49,7 @@ impl SledWriter {
     ) -> Self {
         SledWriter {
             shared,
-            files,
+            files: files.map(|files| Arc::new(Mutex::new(files))),
             next_position,
             index_cursor: HashMap::new(),
         }
@@ -224,6 +229,7 @@ impl StoreWriter for SledWriter {
                         by_state: &views[base + 2],
                         keys: &views[base + 3],
                         key_expiry: &views[base + 4],
+                        timers: &views[base + 5],
                         outbox: &views[0],
                     };
                     decisions.push(machines[index].run(&trees, request, &mut next_position)?);
@@ -235,21 +241,46 @@ impl StoreWriter for SledWriter {
         Ok(decisions)
     }
 
-    fn save_definition(&mut self, def: &MachineDef) -> Result<()> {
+    fn save_definition(&mut self, version: &DefinitionVersion) -> Result<()> {
+        let def = &version.definition;
         self.shared.open_machine(&def.name)?;
         let key = format!("{DEFINITION_PREFIX}{}", def.name);
-        let mut value = vec![codec::FORMAT_VERSION];
-        // Serializing plain strings and vectors cannot fail.
-        value.extend(serde_json::to_vec(def).unwrap_or_default());
+        let meta_key = format!("{DEFINITION_META_PREFIX}{}", def.name);
+        let encode = |json: Vec<u8>| {
+            let mut value = vec![codec::FORMAT_VERSION];
+            value.extend(json);
+            value
+        };
+        // Serializing plain strings, numbers and vectors cannot fail.
+        let value = encode(serde_json::to_vec(def).unwrap_or_default());
+        let meta_value = encode(
+            serde_json::to_vec(&VersionMeta {
+                version: version.version,
+                at: version.at,
+                changes: version.changes.clone(),
+            })
+            .unwrap_or_default(),
+        );
+        // The version being replaced goes to the log, whole.
+        let previous = self
+            .shared
+            .current_version(&def.name)?
+            .map(|(previous, _)| previous);
         let log_prefix = format!("{DEFINITION_LOG_PREFIX}{}/", def.name);
         let log_length = self.shared.meta.scan_prefix(log_prefix.as_bytes()).count();
+        let log_entry =
+            previous.map(|previous| encode(serde_json::to_vec(&previous).unwrap_or_default()));
         self.shared
             .meta
             .transaction(|meta| {
-                if let Some(previous) = meta.get(key.as_bytes())? {
-                    meta.insert(format!("{log_prefix}{log_length:020}").as_bytes(), previous)?;
+                if let Some(entry) = &log_entry {
+                    meta.insert(
+                        format!("{log_prefix}{log_length:020}").as_bytes(),
+                        entry.as_slice(),
+                    )?;
                 }
                 meta.insert(key.as_bytes(), value.as_slice())?;
+                meta.insert(meta_key.as_bytes(), meta_value.as_slice())?;
                 Ok::<_, ConflictableTransactionError<Error>>(())
             })
             .map_err(transaction_error("storing a machine definition"))?;
@@ -263,6 +294,27 @@ impl StoreWriter for SledWriter {
                 .map_err(storage("recording the key index state"))?;
         }
         Ok(())
+    }
+
+    fn migrate_state(&mut self, machine: &str, from: &str, to: &str, budget: usize) -> Result<u64> {
+        let machine = self.shared.open_machine(machine)?;
+        machine.migrate_state(from, to, budget)
+    }
+
+    fn migrate_renamed_states(&mut self, budget: usize) -> Result<u64> {
+        let mut moved = 0;
+        for item in self.shared.meta.scan_prefix(DEFINITION_PREFIX) {
+            let (key, value) = item.map_err(storage("reading machine definitions"))?;
+            let def = super::decode_definition(&key, &value)?;
+            for (from, to) in state_renames(&def) {
+                let left = budget.saturating_sub(usize::try_from(moved).unwrap_or(usize::MAX));
+                if left == 0 {
+                    return Ok(moved);
+                }
+                moved += self.migrate_state(&def.name, &from, &to, left)?;
+            }
+        }
+        Ok(moved)
     }
 
     fn prepare_machine(&mut self, machine: &str) -> Result<()> {
@@ -329,20 +381,36 @@ impl StoreWriter for SledWriter {
         Ok(round)
     }
 
-    fn sync(&mut self) -> Result<()> {
+    fn put_timer(&mut self, machine: &str, timer: &TimerRecord) -> Result<()> {
+        self.shared.open_machine(machine)?.store_timer(timer)
+    }
+
+    fn remove_timer(&mut self, machine: &str, stored_key: &[u8]) -> Result<Option<TimerRecord>> {
+        self.shared.open_machine(machine)?.delete_timer(stored_key)
+    }
+
+    fn flush(&mut self) -> Result<FileSync> {
         let assigned_below = self.next_position;
         self.shared
             .db
             .flush()
             .map_err(storage("flushing the database"))?;
-        if let Some(files) = &mut self.files {
-            files.sync().map_err(|error| {
-                Error::storage("syncing the database's files to stable storage", error)
-            })?;
-        }
-        self.shared
-            .durable_below
-            .store(assigned_below, Ordering::SeqCst);
-        Ok(())
+        let files = self.files.clone();
+        let shared = self.shared.clone();
+        Ok(Box::new(move || {
+            if let Some(files) = files {
+                files
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .sync()
+                    .map_err(|error| {
+                        Error::storage("syncing the database's files to stable storage", error)
+                    })?;
+            }
+            shared
+                .durable_below
+                .fetch_max(assigned_below, Ordering::SeqCst);
+            Ok(())
+        }))
     }
 }
