@@ -3,13 +3,25 @@
 //! ```text
 //! BEGIN ISOLATION LEVEL READ COMMITTED
 //!   marker lock (outbox horizon, see outbox.rs)
+//!   shared advisory lock of each machine's definition (see below)
 //!   advisory locks of every entity and key of the batch, ascending
-//!   one SELECT: the batch's entity rows and key rows
+//!   one SELECT: the batch's entity rows, key rows and definition versions
+//!   adopt a newer stored definition, if another process stored one
 //!   decide each request in order, against the rows as the earlier ones left them
-//!   one INSERT/UPDATE statement (data-modifying CTEs): entities, keys,
-//!     history, outbox; updates re-check the version / expiry they read
+//!   one INSERT/UPDATE/DELETE statement (data-modifying CTEs): entities,
+//!     keys, history, outbox, timers; updates re-check the version / expiry
+//!     they read
 //! COMMIT
 //! ```
+//!
+//! Definitions: storing one takes the machine's definition lock exclusively
+//! (`definitions.rs`), a batch takes it shared. So while a batch runs, the
+//! stored version cannot change, and the batch reads it after its locks: if
+//! it is not the version the engine's live rules come from (another process
+//! stored a new one), the batch adopts the stored definition
+//! ([`LiveDefinition::adopt`](crate::store::LiveDefinition::adopt)) before it
+//! decides anything, and every request is decided under the current version
+//! (SPEC section 6).
 //!
 //! Why READ COMMITTED with advisory locks: every idemflow writer takes the
 //! locks of its rows before it reads them, in one global order, so a batch
@@ -33,9 +45,11 @@ use super::pool::Conn;
 use super::reads::{entity_from_row, key_record};
 use crate::decide::{Decision, KeyRecord};
 use crate::error::{Error, Result};
+use crate::machine::MachineDef;
 use crate::outcome::EntityRecord;
 use crate::store::codec;
 use crate::store::StoreRequest;
+use crate::timers::TimerRecord;
 
 const LOAD: &str = "\
 SELECT 0::int2, e.machine, e.id, e.state, e.version, e.created_at, e.updated_at, NULL::bytea
@@ -44,7 +58,12 @@ SELECT 0::int2, e.machine, e.id, e.state, e.version, e.created_at, e.updated_at,
 UNION ALL
 SELECT 1::int2, k.machine, k.key, NULL, k.expires_at, NULL, NULL, k.record
   FROM keys k JOIN unnest($3::text[], $4::bytea[]) AS r(machine, key)
-    ON k.machine = r.machine AND k.key = r.key";
+    ON k.machine = r.machine AND k.key = r.key
+UNION ALL
+SELECT 2::int2, d.machine, NULL, CASE WHEN d.version <> r.live THEN d.definition END,
+       d.version, NULL, NULL, NULL
+  FROM definitions d JOIN unnest($5::text[], $6::int8[]) AS r(machine, live)
+    ON d.machine = r.machine";
 
 const WRITE: &str = "\
 WITH new_entities AS (
@@ -78,6 +97,16 @@ WITH new_entities AS (
         WITH ORDINALITY AS o(machine, id, version, change, n)
     ORDER BY o.n
     RETURNING 1
+), gone_timers AS (
+    DELETE FROM timers t USING unnest($30::text[], $31::bytea[]) AS g(machine, key)
+    WHERE t.machine = g.machine AND t.key = g.key
+), armed_timers AS (
+    INSERT INTO timers (machine, key, id, due_at, claimable_at, timer)
+    SELECT a.machine, a.key, a.id, a.due_at, a.due_at, a.timer
+    FROM unnest($32::text[], $33::bytea[], $34::bytea[], $35::int8[], $36::bytea[])
+        AS a(machine, key, id, due_at, timer)
+    ON CONFLICT (machine, key) DO UPDATE SET id = EXCLUDED.id, due_at = EXCLUDED.due_at,
+        claimable_at = EXCLUDED.claimable_at, timer = EXCLUDED.timer
 )
 SELECT (SELECT count(*) FROM new_entities), (SELECT count(*) FROM moved_entities),
        (SELECT count(*) FROM new_keys), (SELECT count(*) FROM renewed_keys)";
@@ -126,6 +155,88 @@ pub(crate) struct Decided {
     pub(crate) results: Vec<Result<Decision>>,
     /// How many outbox rows the attempt inserts.
     pub(crate) events: usize,
+    /// Whether the attempt stores or removes timers.
+    pub(crate) wrote_timers: bool,
+}
+
+/// The net effect of a batch on timers, by (machine, stored key), in the
+/// order the requests asked for it: `Some` stores the timer, `None` removes
+/// it (one statement may touch a row only once).
+#[derive(Default)]
+pub(crate) struct TimerWrites<'a> {
+    order: Vec<(&'a str, Vec<u8>)>,
+    last: HashMap<(&'a str, Vec<u8>), Option<TimerRecord>>,
+}
+
+impl<'a> TimerWrites<'a> {
+    fn remove(&mut self, machine: &'a str, key: &[u8]) {
+        self.set(machine, key.to_vec(), None);
+    }
+
+    fn put(&mut self, machine: &'a str, timer: &TimerRecord) {
+        self.set(machine, timer.stored_key(), Some(timer.clone()));
+    }
+
+    fn set(&mut self, machine: &'a str, key: Vec<u8>, timer: Option<TimerRecord>) {
+        if self.last.insert((machine, key.clone()), timer).is_none() {
+            self.order.push((machine, key));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+/// The stored definition of a machine whose version is not the live one.
+struct Stale<'a> {
+    machine: &'a str,
+    version: i64,
+    definition: Option<String>,
+}
+
+/// Makes the stored definitions live where another process stored a newer
+/// one; returns the machines whose stored definition cannot be read, and
+/// why (their requests fail with `Corrupt`, the others go on).
+fn adopt<'a>(requests: &[StoreRequest<'a>], stale: Vec<Stale<'a>>) -> Vec<(&'a str, String)> {
+    let mut unreadable = Vec::new();
+    for Stale {
+        machine,
+        version,
+        definition,
+    } in stale
+    {
+        let Some(live) = requests.iter().find(|request| request.machine == machine) else {
+            continue;
+        };
+        let decoded = definition
+            .ok_or_else(|| "the stored definition is missing".to_owned())
+            .and_then(|text| {
+                serde_json::from_str::<MachineDef>(&text)
+                    .map_err(|error| format!("definition is not valid JSON: {error}"))
+            })
+            .and_then(|def| {
+                u64::try_from(version)
+                    .map(|version| (version, def))
+                    .map_err(|_| format!("negative definition version {version}"))
+            });
+        match decoded {
+            Ok((version, def)) => live.definition.adopt(version, def),
+            Err(reason) => unreadable.push((machine, reason)),
+        }
+    }
+    unreadable
+}
+
+/// The definition lock keys of a batch's machines, ascending and without repeats.
+pub(crate) fn definition_lock_keys(schema: &str, requests: &[StoreRequest<'_>]) -> Vec<i64> {
+    let mut keys: Vec<i64> = requests
+        .iter()
+        .map(|request| locks::definition_key(schema, request.machine))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 /// The lock keys of a batch, ascending and without repeats.
@@ -147,18 +258,22 @@ pub(crate) fn lock_keys(schema: &str, requests: &[StoreRequest<'_>]) -> Vec<i64>
     keys
 }
 
-/// `BEGIN`, the marker and the row locks, in one round trip.
+/// `BEGIN`, the marker, the definition locks (shared) and the row locks,
+/// in one round trip.
 pub(crate) fn begin(
     conn: &mut Conn,
     namespace: i32,
+    definition_keys: &[i64],
     lock_keys: &[i64],
 ) -> std::result::Result<(), postgres::Error> {
-    let list: Vec<String> = lock_keys.iter().map(i64::to_string).collect();
+    let list = |keys: &[i64]| keys.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     conn.client.simple_query(&format!(
         "BEGIN ISOLATION LEVEL READ COMMITTED; {}; \
+         SELECT pg_advisory_xact_lock_shared(k) FROM unnest('{{{}}}'::int8[]) AS k; \
          SELECT pg_advisory_xact_lock(k) FROM unnest('{{{}}}'::int8[]) AS k",
         marker_sql(namespace),
-        list.join(",")
+        list(definition_keys),
+        list(lock_keys)
     ))?;
     Ok(())
 }
@@ -168,10 +283,20 @@ pub(crate) fn run(
     conn: &mut Conn,
     requests: &[StoreRequest<'_>],
 ) -> std::result::Result<Decided, Failure> {
-    let (mut entities, mut keys) = load(conn, requests)?;
+    let (mut entities, mut keys, stale) = load(conn, requests)?;
+    let unreadable = adopt(requests, stale);
     let mut results = Vec::with_capacity(requests.len());
     let mut history: Vec<(&str, &str, i64, Vec<u8>)> = Vec::new();
+    let mut timers = TimerWrites::default();
     for request in requests {
+        if let Some((machine, reason)) = unreadable
+            .iter()
+            .find(|(machine, _)| *machine == request.machine)
+        {
+            let key = machine.as_bytes();
+            results.push(Err(Error::corrupt("definitions", key, reason.as_str())));
+            continue;
+        }
         let entity = entities
             .get(&(request.machine, request.id))
             .and_then(|slot| slot.current.as_ref());
@@ -202,6 +327,9 @@ pub(crate) fn run(
                 continue;
             }
         };
+        if let Some(fired) = request.fired_timer {
+            timers.remove(request.machine, fired);
+        }
         let key_record = match &decision {
             Decision::Replay(_) => None,
             Decision::NoOp { key_record, .. } => key_record.as_ref(),
@@ -221,6 +349,12 @@ pub(crate) fn run(
                     db_int(applied.record.version),
                     codec::encode_change(&applied.history),
                 ));
+                if let Some(left) = &applied.disarm {
+                    timers.remove(request.machine, left);
+                }
+                if let Some(timer) = &applied.arm {
+                    timers.put(request.machine, timer);
+                }
                 applied.key_record.as_ref()
             }
         };
@@ -238,8 +372,13 @@ pub(crate) fn run(
         results.push(Ok(decision));
     }
     let events = history.len();
-    write(conn, &entities, &keys, &history)?;
-    Ok(Decided { results, events })
+    let wrote_timers = !timers.is_empty();
+    write(conn, &entities, &keys, &history, &timers)?;
+    Ok(Decided {
+        results,
+        events,
+        wrote_timers,
+    })
 }
 
 /// Rows found by (machine, bytes), mapped back to what the requests hold.
@@ -248,10 +387,22 @@ type Lookup<'k, 'a, T> = HashMap<(&'k str, &'k [u8]), (&'a str, T)>;
 type Entities<'a> = HashMap<(&'a str, &'a str), EntitySlot>;
 type Keys<'a> = HashMap<(&'a str, &'a [u8]), KeySlot>;
 
+/// What [`load`] read: entities, keys, and the machines whose stored
+/// definition is not the live one.
+type LoadedRows<'a> = (Entities<'a>, Keys<'a>, Vec<Stale<'a>>);
+
 fn load<'a>(
     conn: &mut Conn,
     requests: &[StoreRequest<'a>],
-) -> std::result::Result<(Entities<'a>, Keys<'a>), Failure> {
+) -> std::result::Result<LoadedRows<'a>, Failure> {
+    let mut machines: Vec<&'a str> = Vec::new();
+    let mut live_versions: Vec<i64> = Vec::new();
+    for request in requests {
+        if !machines.contains(&request.machine) {
+            machines.push(request.machine);
+            live_versions.push(db_int(request.definition.version()));
+        }
+    }
     let mut entity_machines = Vec::new();
     let mut entity_ids: Vec<&[u8]> = Vec::new();
     let mut key_machines = Vec::new();
@@ -284,13 +435,35 @@ fn load<'a>(
     let statement = conn.prepared(LOAD)?;
     let rows = conn.client.query(
         &statement,
-        &[&entity_machines, &entity_ids, &key_machines, &key_bytes],
+        &[
+            &entity_machines,
+            &entity_ids,
+            &key_machines,
+            &key_bytes,
+            &machines,
+            &live_versions,
+        ],
     )?;
     let mut entities: Entities<'a> = HashMap::new();
     let mut keys: Keys<'a> = HashMap::new();
+    let mut stale = Vec::new();
     for row in rows {
         let kind: i16 = row.try_get(0)?;
         let machine: String = row.try_get(1)?;
+        if kind == 2 {
+            let version: i64 = row.try_get(4)?;
+            let Some(index) = machines.iter().position(|name| *name == machine) else {
+                continue;
+            };
+            if live_versions.get(index) != Some(&version) {
+                stale.push(Stale {
+                    machine: machines[index],
+                    version,
+                    definition: row.try_get(3)?,
+                });
+            }
+            continue;
+        }
         let id: Vec<u8> = row.try_get(2)?;
         if kind == 0 {
             let Some(&(machine, id)) = by_id.get(&(machine.as_str(), id.as_slice())) else {
@@ -332,7 +505,7 @@ fn load<'a>(
             );
         }
     }
-    Ok((entities, keys))
+    Ok((entities, keys, stale))
 }
 
 fn corrupt<T>(error: Error, key: &[u8]) -> Loaded<T> {
@@ -347,6 +520,7 @@ fn write(
     entities: &Entities<'_>,
     keys: &Keys<'_>,
     history: &[(&str, &str, i64, Vec<u8>)],
+    timers: &TimerWrites<'_>,
 ) -> std::result::Result<(), Failure> {
     #[derive(Default)]
     struct Columns<'a> {
@@ -404,10 +578,30 @@ fn write(
         columns.expires.push(db_int(record.expires_at));
         columns.record.push(codec::encode_key_record(record));
     }
+    let mut gone: (Vec<&str>, Vec<&[u8]>) = Default::default();
+    #[allow(clippy::type_complexity)]
+    let mut armed: (Vec<&str>, Vec<&[u8]>, Vec<&[u8]>, Vec<i64>, Vec<Vec<u8>>) =
+        Default::default();
+    for (machine, key) in &timers.order {
+        match timers.last.get(&(*machine, key.clone())) {
+            Some(Some(timer)) => {
+                armed.0.push(machine);
+                armed.1.push(key);
+                armed.2.push(timer.id.as_bytes());
+                armed.3.push(db_int(timer.due_at));
+                armed.4.push(codec::encode_timer(timer));
+            }
+            _ => {
+                gone.0.push(machine);
+                gone.1.push(key);
+            }
+        }
+    }
     if new.machine.is_empty()
         && moved.machine.is_empty()
         && new_keys.machine.is_empty()
         && renewed.machine.is_empty()
+        && timers.is_empty()
     {
         return Ok(());
     }
@@ -415,7 +609,7 @@ fn write(
     let h_id: Vec<&[u8]> = history.iter().map(|row| row.1.as_bytes()).collect();
     let h_version: Vec<i64> = history.iter().map(|row| row.2).collect();
     let h_change: Vec<&[u8]> = history.iter().map(|row| row.3.as_slice()).collect();
-    let params: [&(dyn ToSql + Sync); 29] = [
+    let params: [&(dyn ToSql + Sync); 36] = [
         &new.machine,
         &new.id,
         &new.state,
@@ -446,6 +640,13 @@ fn write(
         &h_id,
         &h_version,
         &h_change,
+        &gone.0,
+        &gone.1,
+        &armed.0,
+        &armed.1,
+        &armed.2,
+        &armed.3,
+        &armed.4,
     ];
     let statement = conn.prepared(WRITE)?;
     let row = conn.client.query_one(&statement, &params)?;

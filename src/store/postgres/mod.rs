@@ -22,7 +22,12 @@
 //! - [`schema`]: tables, created and upgraded on connect, versioned;
 //! - [`locks`]: advisory lock keys;
 //! - [`batch`]: one batch of requests = one transaction (the isolation
-//!   scheme is argued there);
+//!   scheme is argued there, and how each commit checks the definition
+//!   version);
+//! - [`definitions`]: definition versions and their log, storing a version
+//!   while other processes commit, migrating renamed states;
+//! - [`timers`]: the timers table and claims (timers fire once in effect
+//!   across processes);
 //! - [`writer`]: the write side ([`StoreWriter`]): batches, commit outcome,
 //!   durability, acknowledgements, key purge;
 //! - [`retry`]: which failures are retried, and the backoff;
@@ -35,11 +40,15 @@
 //!
 //! `Durability::Immediate` runs the writer's session with
 //! `synchronous_commit = on`: `COMMIT` returns once the commit is in the WAL
-//! on stable storage, so [`StoreWriter::sync`] has nothing left to do.
-//! `Buffered` runs it with `off`: `COMMIT` returns at once and PostgreSQL's
-//! WAL writer flushes shortly after; `sync` then runs a small transaction
-//! with `SET LOCAL synchronous_commit = on`, whose commit waits until the
-//! WAL is flushed up to it, and so past every earlier commit.
+//! on stable storage, so the file sync that [`StoreWriter::flush`] returns
+//! has nothing to do. `Buffered` runs it with `off`: `COMMIT` returns at
+//! once and PostgreSQL's WAL writer flushes shortly after; the file sync
+//! then runs a small transaction with `synchronous_commit = on` on a reader
+//! connection (it may run while the next batch commits on the writer's),
+//! whose commit waits until the WAL is flushed up to it, and so past every
+//! commit made before `flush` was called. It fails if the server restarted
+//! since those commits (they may be lost), as does a sync after the
+//! writer's connection was lost with commits not yet vouched for.
 //!
 //! A PostgreSQL server that crashes loses nothing committed under
 //! `Immediate`; under `Buffered` it may lose the last commits (never half of
@@ -48,6 +57,7 @@
 
 mod batch;
 mod config;
+mod definitions;
 mod listen;
 mod locks;
 mod outbox;
@@ -55,6 +65,7 @@ mod pool;
 mod reads;
 mod retry;
 mod schema;
+mod timers;
 mod writer;
 
 use std::sync::atomic::AtomicI64;
@@ -66,9 +77,11 @@ use self::pool::{storage_error, Conn, Pool};
 use self::reads::PgMachine;
 use self::writer::PgWriter;
 use super::{MachineStore, OutboxWaiter, PendingEntry, Store, StoreWriter};
+use crate::definitions::DefinitionVersion;
 use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::machine::MachineDef;
+use crate::timers::TimerRecord;
 
 /// What readers and the writer share.
 pub(crate) struct Shared {
@@ -157,6 +170,22 @@ impl Store for PgStore {
 
     fn definition(&self, machine: &str) -> Result<Option<MachineDef>> {
         reads::definition(&self.shared, machine)
+    }
+
+    fn definition_version(&self, machine: &str) -> Result<Option<u64>> {
+        definitions::version(&self.shared, machine)
+    }
+
+    fn definition_log(&self, machine: &str) -> Result<Vec<DefinitionVersion>> {
+        definitions::log(&self.shared, machine)
+    }
+
+    fn due_timers(&self, now: u64, limit: usize) -> Result<Vec<(String, TimerRecord)>> {
+        timers::claim_due(&self.shared, now, limit)
+    }
+
+    fn next_timer_due(&self) -> Result<Option<u64>> {
+        timers::next_claimable(&self.shared)
     }
 
     fn machine(&self, machine: &str) -> Result<Arc<dyn MachineStore>> {

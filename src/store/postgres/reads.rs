@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use postgres::Row;
 
-use super::Shared;
+use super::{definitions, timers, Shared};
 use crate::decide::KeyRecord;
-use crate::error::{Error, Result};
+use crate::error::{Error, Missing, Result};
 use crate::machine::MachineDef;
 use crate::outcome::{EntityRecord, HistoryRecord};
 use crate::store::codec::{self, decode_at};
 use crate::store::MachineStore;
+use crate::timers::TimerRecord;
 
 const GET: &str =
     "SELECT state, version, created_at, updated_at FROM entities WHERE machine = $1 AND id = $2";
@@ -156,6 +157,26 @@ impl MachineStore for PgMachine {
     fn key_count(&self) -> Result<u64> {
         self.count(KEY_COUNT, "counting idempotency keys", None)
     }
+
+    fn timer(&self, stored_key: &[u8]) -> Result<Option<TimerRecord>> {
+        timers::one(&self.shared, &self.machine, stored_key)
+    }
+
+    fn timers_of(&self, id: &str) -> Result<Vec<TimerRecord>> {
+        timers::of_entity(&self.shared, &self.machine, id)
+    }
+
+    fn timers(&self, limit: usize) -> Result<Vec<TimerRecord>> {
+        timers::of_machine(&self.shared, &self.machine, limit)
+    }
+
+    fn references(&self, states: &[String], events: &[String]) -> Result<Vec<Missing>> {
+        self.shared
+            .pool
+            .run("counting what uses a name", |conn| {
+                definitions::references(conn, &self.machine, states, events)
+            })?
+    }
 }
 
 impl PgMachine {
@@ -199,11 +220,5 @@ fn decode_definition(row: &Row) -> Result<MachineDef> {
     let text: String = row
         .try_get(1)
         .map_err(|error| Error::corrupt("definitions", machine.as_bytes(), error.to_string()))?;
-    serde_json::from_str(&text).map_err(|error| {
-        Error::corrupt(
-            "definitions",
-            machine.as_bytes(),
-            format!("definition is not valid JSON: {error}"),
-        )
-    })
+    definitions::decode_definition(&machine, &text)
 }

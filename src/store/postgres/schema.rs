@@ -15,15 +15,17 @@
 //! versioned binary encoding of `store::codec` (one decoder and one
 //! `Corrupt` report for both backends).
 //!
-//! Phase 2 (timers, definition versions) adds migration 2: a `timers` table
-//! indexed by due time and a `version` column on `definitions`.
+//! Migration 2 adds timers (a `timers` table indexed by due time and by
+//! when a timer may next be claimed) and definition versions (`version`,
+//! `at` and `changes` on `definitions` and `definition_log`; definitions
+//! stored before count from their log, as on sled).
 
 use super::locks;
 use super::pool::Conn;
 use crate::error::{Error, Result};
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+pub(crate) const SCHEMA_VERSION: i32 = 2;
 
 /// Migration 1: the tables of the `Store` contract as of format version 1.
 const V1: &str = r#"
@@ -100,8 +102,41 @@ CREATE TABLE sync_slots (
 INSERT INTO sync_slots (slot) SELECT generate_series(0, 63);
 "#;
 
+/// Migration 2: timers and definition versions.
+const V2: &str = r#"
+-- A pending timer: `timer` is the stored request (store::codec's timer
+-- encoding). `claimable_at` is `due_at` until a process claims the timer to
+-- fire it, then the end of that claim (see timers.rs).
+CREATE TABLE timers (
+    machine      text   NOT NULL,
+    key          bytea  NOT NULL,
+    id           bytea  NOT NULL,
+    due_at       bigint NOT NULL,
+    claimable_at bigint NOT NULL,
+    timer        bytea  NOT NULL,
+    PRIMARY KEY (machine, key)
+);
+CREATE INDEX timers_by_claim ON timers (claimable_at);
+CREATE INDEX timers_by_due ON timers (machine, due_at, key);
+CREATE INDEX timers_by_entity ON timers (machine, id, key);
+
+-- Definition versions: a definition stored before versions counts from its log.
+ALTER TABLE definitions ADD COLUMN version bigint NOT NULL DEFAULT 0;
+ALTER TABLE definitions ADD COLUMN at bigint;
+ALTER TABLE definitions ADD COLUMN changes text;
+UPDATE definitions d
+   SET version = 1 + (SELECT count(*) FROM definition_log l WHERE l.machine = d.machine);
+ALTER TABLE definition_log ADD COLUMN version bigint;
+ALTER TABLE definition_log ADD COLUMN at bigint;
+ALTER TABLE definition_log ADD COLUMN changes text;
+UPDATE definition_log SET version = n + 1;
+"#;
+
 /// Every migration, in order: (version, what it does, SQL).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "entities, history, keys, outbox, definitions", V1)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "entities, history, keys, outbox, definitions", V1),
+    (2, "timers, definition versions", V2),
+];
 
 /// Creates or upgrades the schema; safe when several processes do it at once.
 pub(crate) fn migrate(conn: &mut Conn, schema: &str) -> Result<()> {

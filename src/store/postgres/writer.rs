@@ -4,16 +4,18 @@
 use std::sync::Arc;
 
 use super::batch::{self, db_int, Failure};
+use super::definitions::{self, Saved};
 use super::listen::Announcer;
 use super::locks;
 use super::pool::{describe, storage_error, Conn};
 use super::retry::{classify, connection_lost, Backoff, Retry};
-use super::Shared;
+use super::{timers, Shared};
 use crate::decide::Decision;
 use crate::durability::Durability;
 use crate::error::{Error, Result};
-use crate::machine::MachineDef;
-use crate::store::{PurgeRound, StoreRequest, StoreWriter};
+use crate::definitions::DefinitionVersion;
+use crate::store::{FileSync, PurgeRound, StoreRequest, StoreWriter};
+use crate::timers::TimerRecord;
 use crate::write::jobs::writes;
 
 type PgResult<T> = std::result::Result<T, postgres::Error>;
@@ -31,6 +33,10 @@ pub(crate) struct PgWriter {
     sync_slot: i32,
     /// Sends the `NOTIFY` after commits that wrote outbox rows.
     announcer: Option<Announcer>,
+    /// When the server that took this writer's unsynced commits started
+    /// (`pg_postmaster_start_time()`), to tell a restart from a lost
+    /// connection.
+    server_started: Option<String>,
 }
 
 /// How one attempt of a batch ended.
@@ -41,7 +47,12 @@ enum Attempt {
 }
 
 impl PgWriter {
-    pub(super) fn new(shared: Arc<Shared>, conn: Conn) -> Self {
+    pub(super) fn new(shared: Arc<Shared>, mut conn: Conn) -> Self {
+        let server_started = conn
+            .client
+            .query_one("SELECT pg_postmaster_start_time()::text", &[])
+            .ok()
+            .and_then(|row| row.try_get(0).ok());
         let sync_slot = (std::process::id() % 64) as i32;
         let announcer = Announcer::start(shared.pool.options().clone(), shared.channel.clone())
             .map_err(|error| tracing::warn!(%error, "could not start the outbox announcer thread"))
@@ -53,6 +64,14 @@ impl PgWriter {
             lost_unsynced: false,
             sync_slot,
             announcer,
+            server_started,
+        }
+    }
+
+    /// Notes a write outside a batch (under Buffered it awaits a sync).
+    fn note_write(&mut self) {
+        if !self.synchronous() {
+            self.unsynced = true;
         }
     }
 
@@ -71,7 +90,17 @@ impl PgWriter {
         }
         let conn = match self.conn.take() {
             Some(conn) => conn,
-            None => Conn::open_writer(self.shared.pool.options(), self.synchronous())?,
+            None => {
+                let mut conn = Conn::open_writer(self.shared.pool.options(), self.synchronous())?;
+                if !self.synchronous() && !self.unsynced {
+                    self.server_started = Some(
+                        conn.client
+                            .query_one("SELECT pg_postmaster_start_time()::text", &[])?
+                            .try_get(0)?,
+                    );
+                }
+                conn
+            }
         };
         Ok(self.conn.insert(conn))
     }
@@ -98,13 +127,18 @@ impl PgWriter {
         }
     }
 
-    fn attempt(&mut self, requests: &[StoreRequest<'_>], lock_keys: &[i64]) -> Attempt {
+    fn attempt(
+        &mut self,
+        requests: &[StoreRequest<'_>],
+        definition_keys: &[i64],
+        lock_keys: &[i64],
+    ) -> Attempt {
         let namespace = self.shared.namespace;
         let conn = match self.conn() {
             Ok(conn) => conn,
             Err(error) => return Attempt::Retry(describe(&error)),
         };
-        if let Err(error) = batch::begin(conn, namespace, lock_keys) {
+        if let Err(error) = batch::begin(conn, namespace, definition_keys, lock_keys) {
             self.roll_back(Some(&error));
             return retry_or_fail(&error);
         }
@@ -119,10 +153,11 @@ impl PgWriter {
                 return retry_or_fail(&error);
             }
         };
-        let wrote = decided
-            .results
-            .iter()
-            .any(|result| matches!(result, Ok(decision) if writes(decision)));
+        let wrote = decided.wrote_timers
+            || decided
+                .results
+                .iter()
+                .any(|result| matches!(result, Ok(decision) if writes(decision)));
         match conn.client.batch_execute("COMMIT") {
             Ok(()) => {}
             Err(error) if connection_lost(&error) => {
@@ -202,14 +237,6 @@ fn commit_unknown(
         .collect()
 }
 
-const SAVE_DEFINITION_LOG: &str = "\
-INSERT INTO definition_log (machine, n, definition)
-SELECT d.machine, (SELECT count(*) FROM definition_log l WHERE l.machine = d.machine), d.definition
-FROM definitions d WHERE d.machine = $1 AND d.definition <> $2";
-const SAVE_DEFINITION: &str = "\
-INSERT INTO definitions (machine, definition) VALUES ($1, $2)
-ON CONFLICT (machine) DO UPDATE SET definition = EXCLUDED.definition, stored_at = now()
-WHERE definitions.definition <> EXCLUDED.definition";
 const OUTBOX_REMOVE: &str = "DELETE FROM outbox WHERE position = ANY($1)";
 const OUTBOX_QUARANTINE: &str = "\
 WITH moved AS (
@@ -227,7 +254,8 @@ WITH gone AS (
     RETURNING 1
 )
 SELECT count(*) FROM gone";
-const SYNC: &str = "UPDATE sync_slots SET syncs = syncs + 1 WHERE slot = $1";
+const SYNC: &str = "UPDATE sync_slots SET syncs = syncs + 1 WHERE slot = $1 \
+     RETURNING pg_postmaster_start_time()::text";
 
 impl StoreWriter for PgWriter {
     fn execute(&mut self, requests: &[StoreRequest<'_>]) -> Result<Vec<Result<Decision>>> {
@@ -235,10 +263,11 @@ impl StoreWriter for PgWriter {
             return Ok(Vec::new());
         }
         // Everything that identifies the attempt is fixed here, outside the loop.
+        let definition_keys = batch::definition_lock_keys(&self.shared.schema, requests);
         let lock_keys = batch::lock_keys(&self.shared.schema, requests);
         let mut backoff = Backoff::new();
         loop {
-            match self.attempt(requests, &lock_keys) {
+            match self.attempt(requests, &definition_keys, &lock_keys) {
                 Attempt::Done(results) => return Ok(results),
                 Attempt::Fail(error) => return Err(error),
                 Attempt::Retry(reason) => {
@@ -257,21 +286,57 @@ impl StoreWriter for PgWriter {
         }
     }
 
-    fn save_definition(&mut self, def: &MachineDef) -> Result<()> {
-        let json = serde_json::to_string(def).map_err(|error| {
-            Error::storage("storing a machine definition", std::io::Error::other(error))
-        })?;
-        let lock = locks::definition_key(&self.shared.schema, &def.name);
-        self.with_retry("storing a machine definition", |conn| {
+    fn save_definition(&mut self, version: &DefinitionVersion) -> Result<bool> {
+        let schema = self.shared.schema.clone();
+        let saved = self.with_retry("storing a machine definition", |conn| {
             conn.client.batch_execute("BEGIN")?;
-            conn.client
-                .execute("SELECT pg_advisory_xact_lock($1)", &[&lock])?;
-            let log = conn.prepared(SAVE_DEFINITION_LOG)?;
-            conn.client.execute(&log, &[&def.name, &json])?;
-            let save = conn.prepared(SAVE_DEFINITION)?;
-            conn.client.execute(&save, &[&def.name, &json])?;
-            conn.client.batch_execute("COMMIT")
+            let saved = definitions::save(conn, &schema, version)?;
+            match saved {
+                Saved::Stored => conn.client.batch_execute("COMMIT")?,
+                Saved::Superseded | Saved::Mismatch(_) => conn.client.batch_execute("ROLLBACK")?,
+            }
+            Ok(saved)
+        })?;
+        match saved {
+            Saved::Stored => Ok(true),
+            Saved::Superseded => Ok(false),
+            Saved::Mismatch(error) => Err(error),
+        }
+    }
+
+    fn migrate_state(&mut self, machine: &str, from: &str, to: &str, budget: usize) -> Result<u64> {
+        self.with_retry("migrating a renamed state", |conn| {
+            definitions::migrate_state(conn, machine, from, to, budget)
         })
+    }
+
+    fn migrate_renamed_states(&mut self, budget: usize) -> Result<u64> {
+        let renames = self.with_retry("reading machine definitions", definitions::renames)?;
+        let mut moved = 0;
+        for (machine, from, to) in renames {
+            let left = budget.saturating_sub(usize::try_from(moved).unwrap_or(usize::MAX));
+            if left == 0 {
+                break;
+            }
+            moved += self.migrate_state(&machine, &from, &to, left)?;
+        }
+        Ok(moved)
+    }
+
+    fn put_timer(&mut self, machine: &str, timer: &TimerRecord) -> Result<()> {
+        self.with_retry("scheduling a request", |conn| {
+            timers::put(conn, machine, timer)
+        })?;
+        self.note_write();
+        Ok(())
+    }
+
+    fn remove_timer(&mut self, machine: &str, stored_key: &[u8]) -> Result<Option<TimerRecord>> {
+        let removed = self.with_retry("removing a timer", |conn| {
+            timers::remove(conn, machine, stored_key)
+        })?;
+        self.note_write();
+        timers::decode_removed(machine, stored_key, removed)
     }
 
     fn prepare_machine(&mut self, _machine: &str) -> Result<()> {
@@ -328,7 +393,7 @@ impl StoreWriter for PgWriter {
         })
     }
 
-    fn sync(&mut self) -> Result<()> {
+    fn flush(&mut self) -> Result<FileSync> {
         if self.lost_unsynced {
             self.lost_unsynced = false;
             return Err(Error::storage(
@@ -339,30 +404,34 @@ impl StoreWriter for PgWriter {
                 ),
             ));
         }
-        if self.synchronous() || !self.unsynced {
+        if self.synchronous() {
             // Under Immediate every commit waited for its WAL flush.
-            return Ok(());
+            return Ok(Box::new(|| Ok(())));
         }
+        // Under Buffered: the WAL flush, on a reader connection (the next
+        // leader uses the writer's meanwhile). Its commit waits until the
+        // WAL is on stable storage up to itself, so past every commit made
+        // before this call; unless the server restarted since those commits
+        // (Buffered commits not yet flushed are then gone), which it checks.
+        self.unsynced = false;
+        let shared = self.shared.clone();
         let slot = self.sync_slot;
-        let conn = self
-            .conn()
-            .map_err(|error| storage_error("syncing the database", &error))?;
-        let result = (|| {
-            conn.client
-                .batch_execute("BEGIN; SET LOCAL synchronous_commit TO on")?;
-            let statement = conn.prepared(SYNC)?;
-            conn.client.execute(&statement, &[&slot])?;
-            conn.client.batch_execute("COMMIT")
-        })();
-        match result {
-            Ok(()) => {
-                self.unsynced = false;
-                Ok(())
+        let started = self.server_started.clone();
+        Ok(Box::new(move || {
+            let now: String = shared.pool.run("syncing the database", |conn| {
+                let statement = conn.prepared(SYNC)?;
+                conn.client.query_one(&statement, &[&slot])?.try_get(0)
+            })?;
+            match started {
+                Some(started) if started != now => Err(Error::storage(
+                    "syncing the database",
+                    std::io::Error::other(
+                        "the PostgreSQL server restarted since earlier Buffered commits; \
+                         they may be lost",
+                    ),
+                )),
+                _ => Ok(()),
             }
-            Err(error) => {
-                self.roll_back(Some(&error));
-                Err(storage_error("syncing the database", &error))
-            }
-        }
+        }))
     }
 }
