@@ -55,6 +55,16 @@ pub fn postgres_url() -> Result<String, String> {
     })
 }
 
+/// How many cases a property test runs on PostgreSQL, where each case
+/// costs a schema of its own: `IDEMFLOW_PG_PROPTEST_CASES`, else
+/// `PROPTEST_CASES`, else a third of `sled_default` (at least 4).
+pub fn postgres_cases(sled_default: u32) -> u32 {
+    ["IDEMFLOW_PG_PROPTEST_CASES", "PROPTEST_CASES"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok()?.parse().ok())
+        .unwrap_or((sled_default / 3).max(4))
+}
+
 /// Whether a missing PostgreSQL server fails the run.
 pub fn postgres_required() -> bool {
     std::env::var("IDEMFLOW_REQUIRE_POSTGRES").is_ok_and(|value| value == "1")
@@ -134,6 +144,16 @@ impl TestDb {
                     None
                 }
             },
+        }
+    }
+
+    /// The PostgreSQL database at `url` (schema included), shared with
+    /// another process that made it (a child of a multi-process test).
+    pub fn postgres_at(url: String) -> TestDb {
+        TestDb {
+            backend: Backend::Postgres,
+            dir: None,
+            url: Some(url),
         }
     }
 
