@@ -6,7 +6,7 @@ use crate::decide::{Decision, KeyRecord};
 use crate::error::{Error, Result};
 use crate::outcome::{EntityRecord, OutcomeRecord};
 use crate::store::{LiveDefinition, StoreWriter};
-use crate::write::writer::PendingSync;
+use crate::write::sync_step::PendingSync;
 
 /// How the writer's decision of a request came out.
 #[allow(clippy::large_enum_variant)] // built and consumed at once, never stored

@@ -49,7 +49,9 @@
 pub(crate) mod durable;
 pub(crate) mod handoff;
 pub(crate) mod jobs;
+mod periodic;
 mod sync;
+mod sync_step;
 mod writer;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

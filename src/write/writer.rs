@@ -24,14 +24,15 @@ use std::time::{Duration, Instant};
 
 use super::handoff::Ticket;
 use super::jobs::{writes, Answer, Job, RequestAnswer, RequestJob, Task, WriterVerdict};
+use super::sync_step::{Afterwards, Committed, Group, Pending, PendingSync};
 use super::Marks;
 use crate::clock::Clock;
 use crate::decide::Decision;
 use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::observe;
-use crate::store::{FileSync, StoreRequest, StoreWriter};
-use crate::testing::{Faults, SyncFault};
+use crate::store::{StoreRequest, StoreWriter};
+use crate::testing::Faults;
 
 /// How the writer works.
 pub(crate) struct WriterConfig {
@@ -57,122 +58,22 @@ pub(crate) struct WriterConfig {
 /// The writer's state: the store's write side and what is not yet synced.
 /// Only the current leader of the hand-off touches it.
 pub(crate) struct WriterLoop {
-    store: Box<dyn StoreWriter>,
-    marks: Arc<Marks>,
-    config: WriterConfig,
+    pub(super) store: Box<dyn StoreWriter>,
+    pub(super) marks: Arc<Marks>,
+    pub(super) config: WriterConfig,
     /// Whether something was written since the last flush.
-    dirty: bool,
+    pub(super) dirty: bool,
     /// What the last flush covered (its file sync may still be running).
-    last_flush_covered: u64,
-    unsynced_bytes: usize,
-    last_sync: Instant,
-    next_purge: Option<Instant>,
-}
-
-/// A file sync to complete, and the commits it covers.
-pub(crate) struct PendingSync {
-    covered: u64,
-    files: Option<FileSync>,
-    fault: Option<SyncFault>,
-    marks: Arc<Marks>,
-}
-
-impl PendingSync {
-    /// Runs the file sync; on success moves the durable mark and wakes the
-    /// outbox's subscribers. Never panics (a panic inside is caught).
-    pub(crate) fn complete(mut self) -> std::result::Result<(), String> {
-        let files = self.files.take();
-        let fault = self.fault;
-        let result = catch_unwind(AssertUnwindSafe(move || match fault {
-            Some(SyncFault::Panic) => panic!("injected fault: the sync panicked"),
-            Some(SyncFault::Fail) => Err("injected fault: the sync failed".to_owned()),
-            None => match files {
-                Some(files) => files().map_err(|error| error.to_string()),
-                None => Ok(()),
-            },
-        }))
-        .unwrap_or_else(|panic| Err(format!("the sync panicked: {}", panic_message(&*panic))));
-        match &result {
-            Ok(()) => {
-                self.marks.tracker.synced(self.covered);
-                self.marks.published.bump();
-            }
-            Err(reason) => {
-                observe::sync_failed(reason);
-                self.marks.needs_sync.store(true, Ordering::SeqCst);
-            }
-        }
-        result
-    }
-}
-
-impl Drop for PendingSync {
-    fn drop(&mut self) {
-        if self.files.is_some() {
-            // Never completed: the next sync must run whatever happens.
-            self.marks.needs_sync.store(true, Ordering::SeqCst);
-        }
-    }
-}
-
-/// An answer built once the group's sync is known (`Err`: what failed).
-type AnswerOnSync = Box<dyn FnOnce(std::result::Result<(), &str>) -> Answer + Send>;
-
-/// An answer, given now or once the group's sync is known.
-enum Pending {
-    Ready(Answer),
-    OnSync(AnswerOnSync),
-}
-
-/// Answers that wait for one sync (or for none).
-struct Group {
-    sync: Option<PendingSync>,
-    answers: Vec<(Ticket<Answer>, Pending)>,
-    /// For the metrics: the batch of requests this group answers, if any.
-    committed: Option<Committed>,
-}
-
-/// A committed batch of requests, for the metrics once its sync is done.
-struct Committed {
-    started: Instant,
-    size: usize,
-    events: usize,
-}
-
-/// What a batch leaves for after the leadership is passed on.
-#[must_use]
-pub(crate) struct Afterwards {
-    groups: Vec<Group>,
-}
-
-impl Afterwards {
-    /// Completes each group's sync and answers its callers.
-    pub(crate) fn run(self) {
-        for group in self.groups {
-            let result = match group.sync {
-                Some(sync) => sync.complete(),
-                None => Ok(()),
-            };
-            if let Some(batch) = group.committed {
-                observe::batch_committed(batch.size, batch.started.elapsed(), batch.events);
-            }
-            for (ticket, pending) in group.answers {
-                let answer = match pending {
-                    Pending::Ready(answer) => answer,
-                    Pending::OnSync(answer) => {
-                        answer(result.as_ref().map(|_| ()).map_err(String::as_str))
-                    }
-                };
-                ticket.answer(answer);
-            }
-        }
-    }
+    pub(super) last_flush_covered: u64,
+    pub(super) unsynced_bytes: usize,
+    pub(super) last_sync: Instant,
+    pub(super) next_purge: Option<Instant>,
 }
 
 type Batch = Vec<(RequestJob, Ticket<Answer>)>;
 
 /// How many entities one background migration round moves.
-const MIGRATION_ROUND: usize = 512;
+pub(super) const MIGRATION_ROUND: usize = 512;
 
 impl WriterLoop {
     pub(super) fn new(
@@ -490,7 +391,7 @@ impl WriterLoop {
     /// when everything so far is already durable or being made durable by a
     /// sync in flight that covers it... unless nothing guarantees that, in
     /// which case a new one is prepared.
-    fn prepare_sync(&mut self) -> std::result::Result<Option<PendingSync>, String> {
+    pub(super) fn prepare_sync(&mut self) -> std::result::Result<Option<PendingSync>, String> {
         let covered = self.marks.tracker.covered_by_sync_now();
         let needs_sync = self.marks.needs_sync.load(Ordering::SeqCst);
         if !self.dirty && !needs_sync && self.marks.tracker.is_durable(self.last_flush_covered) {
@@ -529,118 +430,9 @@ impl WriterLoop {
             }
         }
     }
-
-    /// The background sync under `Buffered` (when due), migrations of renamed
-    /// states and the key purge; returns whether more is due at once, and
-    /// the sync for the housekeeper to complete.
-    fn periodic_work(&mut self) -> (bool, Option<PendingSync>) {
-        let mut sync = None;
-        if self.config.durability == Durability::Buffered {
-            let due = self
-                .config
-                .flush_every
-                .is_some_and(|every| self.last_sync.elapsed() >= every);
-            if self.dirty && (due || self.unsynced_bytes >= self.config.max_unsynced_bytes) {
-                sync = self.prepare_sync().ok().flatten();
-            }
-        }
-        if sync.is_none() && !self.dirty && !self.marks.needs_sync.load(Ordering::SeqCst) {
-            // Nothing unsynced and nothing failed: every commit up to the
-            // last flush is durable once its sync completes; the ones since
-            // wrote nothing.
-            if self.marks.tracker.is_durable(self.last_flush_covered) {
-                let covered = self.marks.tracker.covered_by_sync_now();
-                self.marks.tracker.synced(covered);
-            }
-        }
-        if self.migrate_round() {
-            return (true, sync);
-        }
-        if let (Some(at), Some(every)) = (self.next_purge, self.config.purge_every) {
-            if Instant::now() >= at {
-                let more = self.purge_round();
-                self.next_purge = Some(if more {
-                    Instant::now()
-                } else {
-                    Instant::now() + every
-                });
-                return (more, sync);
-            }
-        }
-        (false, sync)
-    }
-
-    /// One bounded round of migrating renamed states; returns whether it
-    /// moved anything (then more may be left).
-    fn migrate_round(&mut self) -> bool {
-        self.marks.tracker.begin_commit();
-        let store = &mut self.store;
-        let moved = catch_unwind(AssertUnwindSafe(|| {
-            store.migrate_renamed_states(MIGRATION_ROUND)
-        }));
-        let moved = match moved {
-            Ok(Ok(moved)) => moved,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "migrating renamed states failed");
-                0
-            }
-            Err(panic) => {
-                tracing::warn!(
-                    panic = panic_message(&*panic),
-                    "migrating renamed states panicked"
-                );
-                0
-            }
-        };
-        if moved > 0 {
-            self.dirty = true;
-            tracing::info!(
-                moved,
-                "migration: moved entities from former state names to their current ones"
-            );
-        }
-        moved > 0
-    }
-
-    /// One bounded round of key purging; returns whether more is left.
-    fn purge_round(&mut self) -> bool {
-        let now = self.config.clock.now_ms();
-        let budget = self.config.purge_budget;
-        self.marks.tracker.begin_commit();
-        let store = &mut self.store;
-        let round = catch_unwind(AssertUnwindSafe(|| store.purge_expired_keys(now, budget)));
-        match round {
-            Ok(Ok(round)) => {
-                if round.purged > 0 {
-                    self.dirty = true;
-                }
-                for error in &round.corrupt {
-                    let error = observe::loggable(error);
-                    tracing::warn!(
-                        error,
-                        "skipped an unreadable idempotency key record while purging"
-                    );
-                }
-                round.more
-            }
-            Ok(Err(error)) => {
-                self.dirty = true;
-                tracing::warn!(%error, "purging expired idempotency keys failed");
-                false
-            }
-            Err(panic) => {
-                self.dirty = true;
-                tracing::warn!(
-                    panic = panic_message(&*panic),
-                    "purging expired idempotency keys panicked"
-                );
-                false
-            }
-        }
-    }
 }
 
-fn panic_message(panic: &(dyn Any + Send)) -> String {
+pub(super) fn panic_message(panic: &(dyn Any + Send)) -> String {
     if let Some(text) = panic.downcast_ref::<&str>() {
         (*text).to_owned()
     } else if let Some(text) = panic.downcast_ref::<String>() {
