@@ -388,11 +388,17 @@ fn a_definition_stored_by_another_engine_is_adopted_before_the_next_commit(db: &
     let b = open_db(db);
     let on_a = a.register(jobs_v1()).unwrap();
     let on_b = b.register(jobs_v1()).unwrap();
-    assert_eq!((on_a.definition_version(), on_b.definition_version()), (1, 1));
+    assert_eq!(
+        (on_a.definition_version(), on_b.definition_version()),
+        (1, 1)
+    );
     for n in 0..4 {
         on_a.create(&format!("j-{n}")).unwrap();
     }
-    assert_eq!(on_a.apply("j-0", NamedRequest::fire("run")).unwrap().state, "done");
+    assert_eq!(
+        on_a.apply("j-0", NamedRequest::fire("run")).unwrap().state,
+        "done"
+    );
 
     let on_b = b.register(jobs_v2()).unwrap();
     assert_eq!(on_b.definition_version(), 2);
@@ -407,7 +413,11 @@ fn a_definition_stored_by_another_engine_is_adopted_before_the_next_commit(db: &
     assert_eq!(on_a.definition(), jobs_v2());
     assert_eq!(on_a.history("j-1").unwrap()[1].to, "running");
     // The new event works on A now, and B sees A's commits.
-    assert!(on_a.apply("j-1", NamedRequest::fire("finish")).unwrap().applied);
+    assert!(
+        on_a.apply("j-1", NamedRequest::fire("finish"))
+            .unwrap()
+            .applied
+    );
     assert_eq!(on_b.get("j-1").unwrap().unwrap().state, "done");
     // A replay of A's keyed request answers as first decided.
     let replay = on_b
@@ -456,7 +466,10 @@ fn installs_and_commits_of_two_engines_interleave_safely(db: &TestDb) {
         installed.store(true, std::sync::atomic::Ordering::SeqCst);
     });
     for (id, state) in late.into_inner().unwrap() {
-        assert_eq!(state, "running", "{id} was decided under v1 after v2 was stored");
+        assert_eq!(
+            state, "running",
+            "{id} was decided under v1 after v2 was stored"
+        );
     }
     assert_eq!(on_a.definition_version(), 2);
     let counts = on_a.count_by_state().unwrap();
