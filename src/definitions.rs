@@ -9,12 +9,13 @@
 //! name, in bounded batches, idempotently (see `docs/guide.md`, "Evolving a
 //! machine").
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Missing, NameKind};
 use crate::machine::{format_delay, MachineDef};
+use crate::outcome::{HistoryRecord, OutcomeRecord};
 
 /// One stored version of a machine's definition, as the change log keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +201,91 @@ pub(crate) fn describe_changes(old: Option<&MachineDef>, new: &MachineDef) -> Ve
         changes.push("descriptions or declaration order changed".to_owned());
     }
     changes
+}
+
+/// Counts what stored data uses each of some state and event names (for
+/// [`MachineStore::references`](crate::store::MachineStore::references)):
+/// backends feed it their entities per state, history entries and key
+/// records; the rule of what "uses a name" is here, once.
+pub(crate) struct References {
+    counts: Vec<Missing>,
+    /// Per name: the entities whose history names it.
+    named_by: Vec<HashSet<String>>,
+}
+
+impl References {
+    /// Counts for these names, all zero.
+    pub(crate) fn new(states: &[String], events: &[String]) -> Self {
+        let counts: Vec<Missing> = states
+            .iter()
+            .map(|name| unused(NameKind::State, name))
+            .chain(events.iter().map(|name| unused(NameKind::Event, name)))
+            .collect();
+        References {
+            named_by: vec![HashSet::new(); counts.len()],
+            counts,
+        }
+    }
+
+    /// Whether no name is counted (nothing to read).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    /// The state names counted.
+    pub(crate) fn states(&self) -> impl Iterator<Item = &str> {
+        self.counts
+            .iter()
+            .filter(|count| count.kind == NameKind::State)
+            .map(|count| count.name.as_str())
+    }
+
+    /// Records that `entities` entities are in state `name`.
+    pub(crate) fn in_state(&mut self, name: &str, entities: u64) {
+        for count in &mut self.counts {
+            if count.kind == NameKind::State && count.name == name {
+                count.entities = entities;
+            }
+        }
+    }
+
+    /// Counts one history entry of entity `id`.
+    pub(crate) fn history_entry(&mut self, id: &str, entry: &HistoryRecord) {
+        for (count, ids) in self.counts.iter().zip(&mut self.named_by) {
+            let named = match count.kind {
+                NameKind::State => {
+                    entry.to == count.name || entry.from.as_deref() == Some(&count.name)
+                }
+                NameKind::Event => entry.event.as_deref() == Some(&count.name),
+            };
+            if named && !ids.contains(id) {
+                ids.insert(id.to_owned());
+            }
+        }
+    }
+
+    /// Counts one key record (its stored outcome).
+    pub(crate) fn key_record(&mut self, outcome: &OutcomeRecord) {
+        for count in &mut self.counts {
+            let named = match count.kind {
+                NameKind::State => {
+                    outcome.state == count.name || outcome.from.as_deref() == Some(&count.name)
+                }
+                NameKind::Event => outcome.event.as_deref() == Some(&count.name),
+            };
+            if named {
+                count.key_records += 1;
+            }
+        }
+    }
+
+    /// The counts, one per name: states first, then events, as given.
+    pub(crate) fn finish(mut self) -> Vec<Missing> {
+        for (count, ids) in self.counts.iter_mut().zip(&self.named_by) {
+            count.in_history = ids.len() as u64;
+        }
+        self.counts
+    }
 }
 
 /// An empty reference count for `name`, to fill in.

@@ -6,7 +6,7 @@ use crate::engine::Engine;
 use crate::error::Result;
 use crate::observe::{self, Call, Subject};
 use crate::outcome::OutboxEvent;
-use crate::store::PendingEntry;
+use crate::store::{OutboxWaiter, PendingEntry};
 use crate::write::jobs::Task;
 
 /// The outbox of an engine: every applied change (creations included) as an
@@ -163,6 +163,7 @@ impl Outbox {
     pub fn subscribe(&self) -> Subscription {
         let after = self.last_position();
         Subscription {
+            waiter: self.engine.inner().store.outbox_waiter(),
             engine: self.engine.clone(),
             after,
         }
@@ -184,6 +185,9 @@ pub struct Subscription {
     engine: Engine,
     /// The position of the last entry handed out (or skipped).
     after: Option<u64>,
+    /// The backend's wake-up (PostgreSQL: `LISTEN/NOTIFY`); `None`: the
+    /// engine's own notifier.
+    waiter: Option<Box<dyn OutboxWaiter>>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -205,6 +209,9 @@ impl Subscription {
             // Read the generation before the outbox, so an event published
             // between the two wakes the wait below.
             let seen = published.generation();
+            if let Some(waiter) = &mut self.waiter {
+                waiter.arm();
+            }
             match self.engine.inner().store.outbox_after(self.after, 1) {
                 Err(error) => return Some(Err(error)),
                 Ok(entries) => {
@@ -221,7 +228,12 @@ impl Subscription {
             if left.is_zero() {
                 return None;
             }
-            published.wait_past(seen, left);
+            match &mut self.waiter {
+                Some(waiter) => waiter.wait(left),
+                None => {
+                    published.wait_past(seen, left);
+                }
+            }
         }
     }
 }

@@ -14,7 +14,8 @@ use idemflow::{
 };
 mod common;
 
-use common::{door, open, retry_locked, OrderEvent, OrderState};
+use common::backend::TestDb;
+use common::{door, retry_locked, OrderEvent, OrderState};
 use serde_json::{json, Value};
 
 /// Everything the API can read, for "nothing changed" comparisons.
@@ -80,8 +81,8 @@ fn raw_dump(dir: &Path) -> RawDump {
 }
 
 /// A database with two machines, histories, keys and outbox events.
-fn populate(dir: &Path) {
-    let engine = open(dir);
+fn populate(db: &TestDb) {
+    let engine = db.open(Engine::builder().durability(Durability::Buffered));
     let orders = engine.machine::<OrderState>().unwrap();
     orders.create("o-1").unwrap();
     orders
@@ -294,12 +295,12 @@ fn send_bad_requests(engine: &Engine) {
     }
 }
 
-#[test]
-fn bad_requests_get_clear_errors_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    populate(dir.path());
-    let raw_before = raw_dump(dir.path());
-    let engine = open(dir.path());
+/// The library part runs on both backends; the raw comparison of every
+/// stored byte on sled only.
+fn bad_requests_get_clear_errors_and_change_nothing(db: &TestDb) {
+    populate(db);
+    let raw_before = db.dir().map(|dir| raw_dump(&dir));
+    let engine = db.open(Engine::builder().durability(Durability::Buffered));
     let before = api_dump(&engine);
     assert_eq!(before.outbox.len(), 6);
     send_bad_requests(&engine);
@@ -309,24 +310,26 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         "a rejected request changed what the API reads"
     );
     drop(engine);
-    let raw_after = raw_dump(dir.path());
-    assert_eq!(
-        raw_before.keys().collect::<Vec<_>>(),
-        raw_after.keys().collect::<Vec<_>>(),
-        "a rejected request created or dropped a tree"
-    );
-    for (tree, entries) in &raw_before {
+    if let (Some(raw_before), Some(dir)) = (raw_before, db.dir()) {
+        let raw_after = raw_dump(&dir);
         assert_eq!(
-            entries,
-            &raw_after[tree],
-            "a rejected request changed tree {}",
-            String::from_utf8_lossy(tree)
+            raw_before.keys().collect::<Vec<_>>(),
+            raw_after.keys().collect::<Vec<_>>(),
+            "a rejected request created or dropped a tree"
         );
+        for (tree, entries) in &raw_before {
+            assert_eq!(
+                entries,
+                &raw_after[tree],
+                "a rejected request changed tree {}",
+                String::from_utf8_lossy(tree)
+            );
+        }
     }
 
     // The keys that failed requests used are still free: a fresh request with
     // them is evaluated, not replayed or refused.
-    let engine = open(dir.path());
+    let engine = db.open(Engine::builder().durability(Durability::Buffered));
     let named = engine.machine_by_name("order").unwrap();
     let fresh = named
         .apply("o-1", NamedRequest::fire("submit").key("k-new"))
@@ -335,19 +338,18 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     assert_eq!((fresh.state.as_str(), fresh.version), ("submitted", 2));
 }
 
-#[test]
-fn limits_are_inclusive_and_configurable() {
-    let engine = Engine::builder()
-        .durability(Durability::Buffered)
-        .limits(Limits {
-            max_id_bytes: 8,
-            max_key_bytes: 4,
-            max_payload_bytes: 16,
-            max_actor_bytes: 3,
-            ..Limits::default()
-        })
-        .temporary()
-        .unwrap();
+fn limits_are_inclusive_and_configurable(db: &TestDb) {
+    let engine = db.open(
+        Engine::builder()
+            .durability(Durability::Buffered)
+            .limits(Limits {
+                max_id_bytes: 8,
+                max_key_bytes: 4,
+                max_payload_bytes: 16,
+                max_actor_bytes: 3,
+                ..Limits::default()
+            }),
+    );
     let doors = engine.register(door()).unwrap();
     assert_invalid(doors.create("123456789"), InputField::Id);
     doors.create("12345678").unwrap();
@@ -380,10 +382,9 @@ fn limits_are_inclusive_and_configurable() {
     assert_eq!(doors.history("12345678").unwrap().len(), 2);
 
     // The default payload limit is exactly 64 KiB of compact JSON.
-    let engine = Engine::builder()
-        .durability(Durability::Buffered)
-        .temporary()
-        .unwrap();
+    let engine = db
+        .fresh("limits_default")
+        .open(Engine::builder().durability(Durability::Buffered));
     let doors = engine.register(door()).unwrap();
     doors.create("d").unwrap();
     let exact = json!("x".repeat(64 * 1024 - 2));
@@ -421,12 +422,8 @@ fn opening_a_file_as_a_database_is_an_error_not_a_panic() {
 }
 
 /// Odd but valid ids, keys and actors round-trip exactly.
-#[test]
-fn odd_but_valid_text_round_trips() {
-    let engine = Engine::builder()
-        .durability(Durability::Buffered)
-        .temporary()
-        .unwrap();
+fn odd_but_valid_text_round_trips(db: &TestDb) {
+    let engine = db.open(Engine::builder().durability(Durability::Buffered));
     let doors = engine.register(door()).unwrap();
     let ids = [
         "a\0b",
@@ -475,12 +472,8 @@ fn odd_but_valid_text_round_trips() {
 /// A payload is accepted only if it can be read back: a nested JSON value
 /// that the engine stores but whose history and outbox event then fail to
 /// decode would make the entity's history and the whole outbox unreadable.
-#[test]
-fn a_deeply_nested_payload_is_refused_or_readable() {
-    let engine = Engine::builder()
-        .durability(Durability::Buffered)
-        .temporary()
-        .unwrap();
+fn a_deeply_nested_payload_is_refused_or_readable(db: &TestDb) {
+    let engine = db.open(Engine::builder().durability(Durability::Buffered));
     let doors = engine.register(door()).unwrap();
     doors.create("d").unwrap();
     for depth in [100, 127, 128, 129, 200, 1000] {
@@ -527,18 +520,16 @@ fn a_deeply_nested_payload_is_refused_or_readable() {
 
 /// Item 6 of the reliability issue: purging removes expired key records
 /// (across several purge batches) and never a live one, nor anything else.
-#[test]
-fn purge_removes_exactly_the_expired_key_records() {
+fn purge_removes_exactly_the_expired_key_records(db: &TestDb) {
     const EXPIRED: usize = 1100; // more than one purge batch (1024)
     const LIVE: usize = 60;
-    let dir = tempfile::tempdir().unwrap();
     {
-        let engine = Engine::builder()
-            .durability(Durability::Buffered)
-            .key_retention(Duration::from_millis(300))
-            .purge_interval(None)
-            .open(dir.path())
-            .unwrap();
+        let engine = db.open(
+            Engine::builder()
+                .durability(Durability::Buffered)
+                .key_retention(Duration::from_millis(300))
+                .purge_interval(None),
+        );
         let orders = engine.machine::<OrderState>().unwrap();
         orders.create("o-1").unwrap();
         orders.create("o-2").unwrap();
@@ -557,12 +548,11 @@ fn purge_removes_exactly_the_expired_key_records() {
         engine.flush().unwrap();
     }
     std::thread::sleep(Duration::from_millis(400));
-    let engine = retry_locked(|| {
+    let engine = db.open(
         Engine::builder()
             .durability(Durability::Buffered)
-            .purge_interval(None)
-            .open(dir.path())
-    });
+            .purge_interval(None),
+    );
     let orders = engine.machine::<OrderState>().unwrap();
     let mut live = Vec::new();
     for i in 0..LIVE {
@@ -598,12 +588,24 @@ fn purge_removes_exactly_the_expired_key_records() {
         assert_eq!(replay.version(), original.version());
         assert_eq!(replay.at(), original.at());
     }
+    assert_eq!(orders.named().key_count().unwrap(), LIVE as u64);
     drop((orders, engine));
-    let raw = raw_dump(dir.path());
+    let Some(dir) = db.dir() else {
+        return;
+    };
+    let raw = raw_dump(&dir);
     let keys: Vec<String> = raw[b"keys/order".as_slice()]
         .keys()
         .map(|key| String::from_utf8(key.clone()).unwrap())
         .collect();
     let expected: Vec<String> = live.iter().map(|(key, _)| key.clone()).collect();
     assert_eq!(keys, expected, "the keys tree holds exactly the live keys");
+}
+
+backend_tests! {
+    bad_requests_get_clear_errors_and_change_nothing,
+    limits_are_inclusive_and_configurable,
+    odd_but_valid_text_round_trips,
+    a_deeply_nested_payload_is_refused_or_readable,
+    purge_removes_exactly_the_expired_key_records,
 }

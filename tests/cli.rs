@@ -8,6 +8,8 @@ use idemflow::{Engine, MachineDef, NamedRequest};
 use serde_json::Value;
 use tempfile::TempDir;
 
+mod common;
+
 /// Runs the binary in `cwd` (so that nothing lands in the source tree).
 fn run_in(cwd: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_idemflow"))
@@ -932,4 +934,78 @@ fn bad_input_is_refused_and_changes_nothing() {
         before,
         "a refused command changed the database"
     );
+}
+
+/// The tools and the multi-process demo on PostgreSQL (`--db postgres://...`).
+#[test]
+fn tools_and_a_four_process_demo_work_on_postgres() {
+    let url = match common::backend::postgres_url() {
+        Ok(url) => common::backend::with_schema(&url, &format!("cli_demo_{}", std::process::id())),
+        Err(why) => {
+            common::backend::skip_postgres("tools_and_a_four_process_demo_work_on_postgres", &why);
+            return;
+        }
+    };
+    let cwd = TempDir::new().unwrap();
+    let demo = ok(run_in(
+        cwd.path(),
+        &[
+            "demo",
+            "--db",
+            &url,
+            "--processes",
+            "4",
+            "--orders",
+            "200",
+            "--threads",
+            "2",
+            "--json",
+        ],
+    ));
+    let summary: Value = serde_json::from_str(&demo).unwrap();
+    assert_eq!(summary["all_checks_passed"], Value::Bool(true), "{demo}");
+    assert_eq!(summary["processes"], 4);
+    let machines: Value = serde_json::from_str(&ok(run_in(
+        cwd.path(),
+        &["machines", "--db", &url, "--json"],
+    )))
+    .unwrap();
+    assert_eq!(machines[0]["entities"], 200);
+    let shown = ok(run_in(
+        cwd.path(),
+        &["show", "--db", &url, "order", "order-000007"],
+    ));
+    assert!(shown.contains("order-000007"), "{shown}");
+    ok(run_in(
+        cwd.path(),
+        &["create", "--db", &url, "order", "extra"],
+    ));
+    ok(run_in(
+        cwd.path(),
+        &[
+            "apply", "--db", &url, "order", "extra", "--event", "submit", "--key", "k-1",
+        ],
+    ));
+    let replay = ok(run_in(
+        cwd.path(),
+        &[
+            "apply", "--db", &url, "order", "extra", "--event", "submit", "--key", "k-1", "--json",
+        ],
+    ));
+    assert!(
+        replay.contains("\"replay\": true") || replay.contains("\"replay\":true"),
+        "{replay}"
+    );
+    ok(run_in(
+        cwd.path(),
+        &["outbox", "--db", &url, "--limit", "5", "--ack"],
+    ));
+    ok(run_in(cwd.path(), &["purge-keys", "--db", &url]));
+    // The password of a URL never shows in an error.
+    let refused = run_in(
+        cwd.path(),
+        &["machines", "--db", "postgres://app:s3cret@127.0.0.1:1/x"],
+    );
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(!stderr(&refused).contains("s3cret"), "{}", stderr(&refused));
 }

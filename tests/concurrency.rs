@@ -14,15 +14,13 @@ use idemflow::{
 };
 use serde_json::json;
 
+use common::backend::TestDb;
 use common::{check_invariants, OrderEvent, OrderState, Ticket};
 
 const THREADS: usize = 8;
 
-fn buffered() -> Engine {
-    Engine::builder()
-        .durability(Durability::Buffered)
-        .temporary()
-        .unwrap()
+fn buffered(db: &TestDb) -> Engine {
+    db.open(Engine::builder().durability(Durability::Buffered))
 }
 
 fn ids(prefix: &str, n: usize) -> Vec<String> {
@@ -54,9 +52,8 @@ fn on_threads<M: StateMachine, T: Send>(
 
 /// a) N threads create the same entities, then send the same keyed payment,
 /// then the same unkeyed shipment: each is applied exactly once per entity.
-#[test]
-fn identical_requests_apply_exactly_once() {
-    let engine = buffered();
+fn identical_requests_apply_exactly_once(db: &TestDb) {
+    let engine = buffered(db);
     let orders = engine.machine::<OrderState>().unwrap();
     let ids = ids("o", 200);
     let barrier = Barrier::new(THREADS);
@@ -179,9 +176,8 @@ fn identical_requests_apply_exactly_once() {
 
 /// b) From `submitted`, half the threads pay and half cancel, by state or by
 /// event, with and without keys: exactly one applies.
-#[test]
-fn conflicting_transitions_never_both_apply() {
-    let engine = buffered();
+fn conflicting_transitions_never_both_apply(db: &TestDb) {
+    let engine = buffered(db);
     let orders = engine.machine::<OrderState>().unwrap();
     let ids = ids("c", 400);
     for id in &ids {
@@ -530,14 +526,14 @@ fn check_traffic(sent: &[Vec<Sent>], histories: &Histories) {
 
 /// c) Random requests from 8 threads on a few entities (Buffered), with the
 /// batching writer on and off.
-#[test]
-fn random_traffic_loses_no_update() {
+fn random_traffic_loses_no_update(db: &TestDb) {
     for seed in 1..=4 {
-        let engine = Engine::builder()
-            .durability(Durability::Buffered)
-            .batching(seed % 2 == 0)
-            .temporary()
-            .unwrap();
+        let db = db.fresh(&format!("random_traffic_{seed}"));
+        let engine = db.open(
+            Engine::builder()
+                .durability(Durability::Buffered)
+                .batching(seed % 2 == 0),
+        );
         random_traffic(&engine, 250, seed);
     }
 }
@@ -545,20 +541,16 @@ fn random_traffic_loses_no_update() {
 /// d) The same with `Immediate` on a real directory, so concurrent callers
 /// go through group commit (batching writer on and off); every acknowledged
 /// change is still there after a reopen.
-#[test]
-fn random_traffic_immediate_survives_reopen() {
+fn random_traffic_immediate_survives_reopen(db: &TestDb) {
     for batching in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
+        let db = db.fresh(&format!("random_traffic_reopen_{batching}"));
         let before = {
-            let engine = Engine::builder()
-                .batching(batching)
-                .open(dir.path())
-                .unwrap();
+            let engine = db.open(Engine::builder().batching(batching));
             assert_eq!(engine.durability(), Durability::Immediate);
             random_traffic(&engine, 30, 42);
             snapshot(&engine)
         };
-        let engine = Engine::open(dir.path()).unwrap();
+        let engine = db.open(Engine::builder());
         assert_eq!(
             snapshot(&engine),
             before,
@@ -582,4 +574,11 @@ fn snapshot(engine: &Engine) -> Snapshot {
         }
     }
     (histories, pending(engine))
+}
+
+backend_tests! {
+    identical_requests_apply_exactly_once,
+    conflicting_transitions_never_both_apply,
+    random_traffic_loses_no_update,
+    random_traffic_immediate_survives_reopen,
 }

@@ -1,6 +1,6 @@
 //! `#[derive(StateMachine)]`: the generated API on real machines (aliases,
-//! event aliases and timeouts included), and the compile-time checks
-//! (trybuild snapshots in `tests/ui`).
+//! event aliases and timeouts included). The compile-time checks (trybuild
+//! snapshots) live in `macros/tests/ui.rs`.
 
 use std::time::Duration;
 
@@ -357,13 +357,4 @@ fn definition_includes_aliases_and_timeouts() {
         !json.contains("aliases") && !json.contains("timeout"),
         "{json}"
     );
-}
-
-/// The compile-time checks, one file per rule, and machines that must
-/// compile and run. Refresh the snapshots with `TRYBUILD=overwrite`.
-#[test]
-fn ui() {
-    let t = trybuild::TestCases::new();
-    t.compile_fail("tests/ui/fail/*.rs");
-    t.pass("tests/ui/pass/*.rs");
 }

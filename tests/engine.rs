@@ -8,19 +8,16 @@ use idemflow::{
 };
 mod common;
 
+use common::backend::TestDb;
 use common::{OrderEvent, OrderState};
 use serde_json::json;
 
-fn engine() -> Engine {
-    Engine::builder()
-        .durability(Durability::Buffered)
-        .temporary()
-        .expect("temporary engine")
+fn engine(db: &TestDb) -> Engine {
+    db.open(Engine::builder().durability(Durability::Buffered))
 }
 
-#[test]
-fn create_starts_at_version_one_and_is_idempotent() {
-    let orders = engine().machine::<OrderState>().unwrap();
+fn create_starts_at_version_one_and_is_idempotent(db: &TestDb) {
+    let orders = engine(db).machine::<OrderState>().unwrap();
     let created = orders.create("o-1").unwrap();
     assert!(created.was_applied() && created.was_created());
     assert_eq!((created.state(), created.version()), (OrderState::Draft, 1));
@@ -38,9 +35,8 @@ fn create_starts_at_version_one_and_is_idempotent() {
     assert_eq!(history[1].event, Some(OrderEvent::Submit));
 }
 
-#[test]
-fn applied_transition_reports_from_state_and_event() {
-    let orders = engine().machine::<OrderState>().unwrap();
+fn applied_transition_reports_from_state_and_event(db: &TestDb) {
+    let orders = engine(db).machine::<OrderState>().unwrap();
     orders.create("o-1").unwrap();
     let submitted = orders.fire("o-1", OrderEvent::Submit).unwrap();
     assert!(submitted.was_applied());
@@ -55,9 +51,8 @@ fn applied_transition_reports_from_state_and_event() {
     assert!(entity.updated_at >= entity.created_at);
 }
 
-#[test]
-fn reaching_a_reached_target_is_a_noop_that_writes_nothing() {
-    let engine = engine();
+fn reaching_a_reached_target_is_a_noop_that_writes_nothing(db: &TestDb) {
+    let engine = engine(db);
     let orders = engine.machine::<OrderState>().unwrap();
     orders.create("o-1").unwrap();
     orders.fire("o-1", OrderEvent::Submit).unwrap();
@@ -76,9 +71,8 @@ fn reaching_a_reached_target_is_a_noop_that_writes_nothing() {
     assert_eq!(engine.outbox().pending(100).unwrap().len(), pending_before);
 }
 
-#[test]
-fn keyed_request_is_applied_once_and_replayed_after_the_entity_moved_on() {
-    let engine = engine();
+fn keyed_request_is_applied_once_and_replayed_after_the_entity_moved_on(db: &TestDb) {
+    let engine = engine(db);
     let orders = engine.machine::<OrderState>().unwrap();
     orders.create("o-1").unwrap();
     orders.fire("o-1", OrderEvent::Submit).unwrap();
@@ -120,9 +114,8 @@ fn keyed_request_is_applied_once_and_replayed_after_the_entity_moved_on() {
     );
 }
 
-#[test]
-fn a_keyed_noop_is_replayed_as_a_noop() {
-    let orders = engine().machine::<OrderState>().unwrap();
+fn a_keyed_noop_is_replayed_as_a_noop(db: &TestDb) {
+    let orders = engine(db).machine::<OrderState>().unwrap();
     orders.create("o-1").unwrap();
     let first = orders
         .apply("o-1", Request::to(OrderState::Draft).key("k"))
@@ -136,9 +129,8 @@ fn a_keyed_noop_is_replayed_as_a_noop() {
     assert_eq!((retry.state(), retry.version()), (OrderState::Draft, 1));
 }
 
-#[test]
-fn same_key_with_another_request_is_key_reused() {
-    let orders = engine().machine::<OrderState>().unwrap();
+fn same_key_with_another_request_is_key_reused(db: &TestDb) {
+    let orders = engine(db).machine::<OrderState>().unwrap();
     orders.create("o-1").unwrap();
     orders.create("o-2").unwrap();
     orders
@@ -172,9 +164,8 @@ fn same_key_with_another_request_is_key_reused() {
     assert_eq!(orders.get("o-2").unwrap().unwrap().version, 1);
 }
 
-#[test]
-fn errors_are_never_stored_under_a_key() {
-    let orders = engine().machine::<OrderState>().unwrap();
+fn errors_are_never_stored_under_a_key(db: &TestDb) {
+    let orders = engine(db).machine::<OrderState>().unwrap();
     orders.create("o-1").unwrap();
     // Paying a draft is illegal; the key is not consumed by the error.
     let pay = Request::to(OrderState::Paid).key("pay");
@@ -187,9 +178,8 @@ fn errors_are_never_stored_under_a_key() {
     assert!(paid.was_applied() && !paid.is_replay());
 }
 
-#[test]
-fn missing_entity_is_not_found() {
-    let orders = engine().machine::<OrderState>().unwrap();
+fn missing_entity_is_not_found(db: &TestDb) {
+    let orders = engine(db).machine::<OrderState>().unwrap();
     let error = orders.fire("nobody", OrderEvent::Submit).unwrap_err();
     assert!(
         matches!(error, Error::NotFound { ref machine, ref id } if machine == "order" && id == "nobody")
@@ -198,9 +188,8 @@ fn missing_entity_is_not_found() {
     assert!(orders.history("nobody").unwrap().is_empty());
 }
 
-#[test]
-fn illegal_transitions_are_rejected_with_from_and_to() {
-    let orders = engine().machine::<OrderState>().unwrap();
+fn illegal_transitions_are_rejected_with_from_and_to(db: &TestDb) {
+    let orders = engine(db).machine::<OrderState>().unwrap();
     orders.create("o-1").unwrap();
     let error = orders.transition("o-1", OrderState::Shipped).unwrap_err();
     assert!(
@@ -217,9 +206,8 @@ fn illegal_transitions_are_rejected_with_from_and_to() {
     assert_eq!(orders.get("o-1").unwrap().unwrap().version, 1);
 }
 
-#[test]
-fn stale_expected_version_is_a_version_conflict() {
-    let orders = engine().machine::<OrderState>().unwrap();
+fn stale_expected_version_is_a_version_conflict(db: &TestDb) {
+    let orders = engine(db).machine::<OrderState>().unwrap();
     orders.create("o-1").unwrap();
     orders.fire("o-1", OrderEvent::Submit).unwrap();
     let error = orders
@@ -239,9 +227,8 @@ fn stale_expected_version_is_a_version_conflict() {
     assert_eq!(ok.version(), 3);
 }
 
-#[test]
-fn guards_reject_with_a_reason_and_write_nothing() {
-    let engine = engine();
+fn guards_reject_with_a_reason_and_write_nothing(db: &TestDb) {
+    let engine = engine(db);
     let orders = engine.machine::<OrderState>().unwrap();
     orders.guard_to(OrderState::Paid, |input| {
         assert_eq!(input.entity.state, OrderState::Submitted);
@@ -298,19 +285,18 @@ fn guards_reject_with_a_reason_and_write_nothing() {
     ));
 }
 
-#[test]
-fn input_limits_are_checked_before_anything_is_read_or_written() {
-    let engine = Engine::builder()
-        .durability(Durability::Buffered)
-        .limits(Limits {
-            max_id_bytes: 8,
-            max_key_bytes: 4,
-            max_payload_bytes: 16,
-            max_actor_bytes: 5,
-            ..Limits::default()
-        })
-        .temporary()
-        .unwrap();
+fn input_limits_are_checked_before_anything_is_read_or_written(db: &TestDb) {
+    let engine = db.open(
+        Engine::builder()
+            .durability(Durability::Buffered)
+            .limits(Limits {
+                max_id_bytes: 8,
+                max_key_bytes: 4,
+                max_payload_bytes: 16,
+                max_actor_bytes: 5,
+                ..Limits::default()
+            }),
+    );
     let orders = engine.machine::<OrderState>().unwrap();
     let field = |result: Result<_, Error>| match result {
         Err(Error::InvalidInput { field, .. }) => field,
@@ -351,9 +337,8 @@ fn input_limits_are_checked_before_anything_is_read_or_written() {
     assert_eq!(engine.outbox().pending(100).unwrap().len(), 1);
 }
 
-#[test]
-fn named_handle_rejects_unknown_names_as_invalid_input() {
-    let engine = engine();
+fn named_handle_rejects_unknown_names_as_invalid_input(db: &TestDb) {
+    let engine = engine(db);
     engine.machine::<OrderState>().unwrap();
     let named = engine.machine_by_name("order").unwrap();
     named.create("o-1").unwrap();
@@ -389,9 +374,8 @@ fn named_handle_rejects_unknown_names_as_invalid_input() {
     );
 }
 
-#[test]
-fn state_index_answers_in_state_and_counts() {
-    let orders = engine().machine::<OrderState>().unwrap();
+fn state_index_answers_in_state_and_counts(db: &TestDb) {
+    let orders = engine(db).machine::<OrderState>().unwrap();
     for i in 0..10 {
         orders.create(&format!("o-{i}")).unwrap();
     }
@@ -425,9 +409,8 @@ fn state_index_answers_in_state_and_counts() {
     assert_eq!(next, vec!["o-8", "o-9"]);
 }
 
-#[test]
-fn outbox_holds_one_event_per_change_in_order_and_acks() {
-    let engine = engine();
+fn outbox_holds_one_event_per_change_in_order_and_acks(db: &TestDb) {
+    let engine = engine(db);
     let orders = engine.machine::<OrderState>().unwrap();
     orders.create("o-1").unwrap();
     orders
@@ -476,9 +459,8 @@ fn outbox_holds_one_event_per_change_in_order_and_acks() {
     assert_eq!(outbox.len().unwrap(), 1);
 }
 
-#[test]
-fn subscription_feeds_new_events() {
-    let engine = engine();
+fn subscription_feeds_new_events(db: &TestDb) {
+    let engine = engine(db);
     let orders = engine.machine::<OrderState>().unwrap();
     let mut subscription = engine.outbox().subscribe();
     let writer = {
@@ -501,13 +483,12 @@ fn subscription_feeds_new_events() {
         .is_none());
 }
 
-#[test]
-fn expired_keys_are_forgotten_and_purged() {
-    let engine = Engine::builder()
-        .durability(Durability::Buffered)
-        .key_retention(Duration::from_millis(300))
-        .temporary()
-        .unwrap();
+fn expired_keys_are_forgotten_and_purged(db: &TestDb) {
+    let engine = db.open(
+        Engine::builder()
+            .durability(Durability::Buffered)
+            .key_retention(Duration::from_millis(300)),
+    );
     let orders = engine.machine::<OrderState>().unwrap();
     orders.create("o-1").unwrap();
     orders.create("o-2").unwrap();
@@ -534,9 +515,8 @@ fn expired_keys_are_forgotten_and_purged() {
     assert_eq!(engine.purge_expired_keys().unwrap(), 0);
 }
 
-#[test]
-fn keys_are_scoped_to_one_machine() {
-    let engine = engine();
+fn keys_are_scoped_to_one_machine(db: &TestDb) {
+    let engine = engine(db);
     let orders = engine.machine::<OrderState>().unwrap();
     let doors = engine
         .register(
@@ -557,9 +537,8 @@ fn keys_are_scoped_to_one_machine() {
     assert!(opened.applied && !opened.replay);
 }
 
-#[test]
-fn scoped_keys_of_two_clients_never_meet() {
-    let orders = engine().machine::<OrderState>().unwrap();
+fn scoped_keys_of_two_clients_never_meet(db: &TestDb) {
+    let orders = engine(db).machine::<OrderState>().unwrap();
     for id in ["a-1", "b-1"] {
         orders.create(id).unwrap();
     }
@@ -605,9 +584,8 @@ fn scoped_keys_of_two_clients_never_meet() {
     ));
 }
 
-#[test]
-fn definitions_are_stored_and_listed() {
-    let engine = engine();
+fn definitions_are_stored_and_listed(db: &TestDb) {
+    let engine = engine(db);
     engine.machine::<OrderState>().unwrap();
     let defs = engine.machines().unwrap();
     assert_eq!(defs, vec![OrderState::definition()]);
@@ -617,9 +595,8 @@ fn definitions_are_stored_and_listed() {
     assert_eq!(engine.machines().unwrap().len(), 1);
 }
 
-#[test]
-fn changed_definition_is_accepted_unless_it_drops_a_name_stored_data_uses() {
-    let engine = engine();
+fn changed_definition_is_accepted_unless_it_drops_a_name_stored_data_uses(db: &TestDb) {
+    let engine = engine(db);
     let v1 = MachineDef::new("ticket", "open")
         .state("open")
         .state("waiting")
@@ -724,10 +701,34 @@ fn engine_and_handles_are_send_sync_and_results_debug() {
     debug::<idemflow::HistoryEntry<OrderState>>();
 }
 
-#[test]
-fn string_ids_work_by_reference() {
-    let orders = engine().machine::<OrderState>().unwrap();
+fn string_ids_work_by_reference(db: &TestDb) {
+    let orders = engine(db).machine::<OrderState>().unwrap();
     let id = String::from("o-1");
     orders.create(&id).unwrap();
     assert!(orders.get(&id).unwrap().is_some());
+}
+
+backend_tests! {
+    create_starts_at_version_one_and_is_idempotent,
+    applied_transition_reports_from_state_and_event,
+    reaching_a_reached_target_is_a_noop_that_writes_nothing,
+    keyed_request_is_applied_once_and_replayed_after_the_entity_moved_on,
+    a_keyed_noop_is_replayed_as_a_noop,
+    same_key_with_another_request_is_key_reused,
+    errors_are_never_stored_under_a_key,
+    missing_entity_is_not_found,
+    illegal_transitions_are_rejected_with_from_and_to,
+    stale_expected_version_is_a_version_conflict,
+    guards_reject_with_a_reason_and_write_nothing,
+    input_limits_are_checked_before_anything_is_read_or_written,
+    named_handle_rejects_unknown_names_as_invalid_input,
+    state_index_answers_in_state_and_counts,
+    outbox_holds_one_event_per_change_in_order_and_acks,
+    subscription_feeds_new_events,
+    expired_keys_are_forgotten_and_purged,
+    keys_are_scoped_to_one_machine,
+    scoped_keys_of_two_clients_never_meet,
+    definitions_are_stored_and_listed,
+    changed_definition_is_accepted_unless_it_drops_a_name_stored_data_uses,
+    string_ids_work_by_reference,
 }

@@ -16,6 +16,7 @@ use proptest::prelude::*;
 
 mod common;
 
+use common::backend::{Backend, TestDb};
 use common::{open_sled, retry_locked, watchdog};
 
 /// The ticket machine as it was first deployed.
@@ -53,6 +54,10 @@ fn open(dir: &Path) -> Engine {
     retry_locked(|| Engine::builder().durability(Durability::Buffered).open(dir))
 }
 
+fn open_db(db: &TestDb) -> Engine {
+    db.open(Engine::builder().durability(Durability::Buffered))
+}
+
 /// Entities stored under each state name in the raw state index.
 fn raw_index_names(dir: &Path) -> BTreeMap<String, usize> {
     let db = retry_locked(|| open_sled(dir));
@@ -67,12 +72,12 @@ fn raw_index_names(dir: &Path) -> BTreeMap<String, usize> {
     names
 }
 
-#[test]
-fn a_rename_by_alias_migrates_records_and_keeps_replays() {
-    watchdog("rename by alias", Duration::from_secs(120), || {
-        let dir = tempfile::tempdir().unwrap();
+/// On both backends; the raw look at sled's state index is sled's.
+fn a_rename_by_alias_migrates_records_and_keeps_replays(db: &TestDb) {
+    let db = db.clone();
+    watchdog("rename by alias", Duration::from_secs(120), move || {
         let started = {
-            let engine = open(dir.path());
+            let engine = open_db(&db);
             let tickets = engine.machine::<v1::Ticket>().unwrap();
             for n in 0..1200 {
                 tickets.create(&format!("t-{n}")).unwrap();
@@ -92,9 +97,11 @@ fn a_rename_by_alias_migrates_records_and_keeps_replays() {
             engine.flush().unwrap();
             started
         };
-        assert_eq!(raw_index_names(dir.path())["in_progress"], 1099);
+        if let Some(dir) = db.dir() {
+            assert_eq!(raw_index_names(&dir)["in_progress"], 1099);
+        }
 
-        let engine = open(dir.path());
+        let engine = open_db(&db);
         let tickets = engine.machine::<v2::Ticket>().unwrap();
         assert_eq!(tickets.named().definition_version(), 2);
         // Reads see migrated and not yet migrated entities under the new name.
@@ -147,18 +154,16 @@ fn a_rename_by_alias_migrates_records_and_keeps_replays() {
             "running it again changes nothing"
         );
         drop((tickets, named, engine));
-        let names = raw_index_names(dir.path());
-        assert!(!names.contains_key("in_progress"), "{names:?}");
-        assert_eq!(names["working"], 1098);
+        if let Some(dir) = db.dir() {
+            let names = raw_index_names(&dir);
+            assert!(!names.contains_key("in_progress"), "{names:?}");
+            assert_eq!(names["working"], 1098);
+        }
     });
 }
 
-#[test]
-fn every_handle_uses_the_one_live_definition() {
-    let engine = Engine::builder()
-        .durability(Durability::Buffered)
-        .temporary()
-        .unwrap();
+fn every_handle_uses_the_one_live_definition(db: &TestDb) {
+    let engine = open_db(db);
     let v1 = MachineDef::new("door", "closed")
         .state("closed")
         .state("open")
@@ -224,12 +229,8 @@ fn every_handle_uses_the_one_live_definition() {
     assert!(log[1].at.is_some());
 }
 
-#[test]
-fn a_merge_reads_two_old_states_as_one() {
-    let engine = Engine::builder()
-        .durability(Durability::Buffered)
-        .temporary()
-        .unwrap();
+fn a_merge_reads_two_old_states_as_one(db: &TestDb) {
+    let engine = open_db(db);
     let v1 = MachineDef::new("job", "queued")
         .state("queued")
         .state("waiting")
@@ -358,6 +359,149 @@ fn a_migration_killed_in_the_middle_finishes_after_reopen() {
 }
 
 // ---------------------------------------------------------------------------
+// Two engines on one database (PostgreSQL)
+// ---------------------------------------------------------------------------
+
+/// `queued --run--> done`; v2 sends `run` to a new state `running` first.
+fn jobs_v1() -> MachineDef {
+    MachineDef::new("job", "queued")
+        .state("queued")
+        .terminal_state("done")
+        .transition("queued", "run", "done")
+}
+
+fn jobs_v2() -> MachineDef {
+    MachineDef::new("job", "queued")
+        .state("queued")
+        .state("running")
+        .terminal_state("done")
+        .transition("queued", "run", "running")
+        .transition("running", "finish", "done")
+}
+
+/// Engine B stores a new definition while engine A, which still holds the
+/// old one live, commits: A's next commit is decided under the new version
+/// (SPEC section 6: a commit decided under an older version is decided
+/// again), and A's handle then reads the new definition.
+fn a_definition_stored_by_another_engine_is_adopted_before_the_next_commit(db: &TestDb) {
+    let a = open_db(db);
+    let b = open_db(db);
+    let on_a = a.register(jobs_v1()).unwrap();
+    let on_b = b.register(jobs_v1()).unwrap();
+    assert_eq!(
+        (on_a.definition_version(), on_b.definition_version()),
+        (1, 1)
+    );
+    for n in 0..4 {
+        on_a.create(&format!("j-{n}")).unwrap();
+    }
+    assert_eq!(
+        on_a.apply("j-0", NamedRequest::fire("run")).unwrap().state,
+        "done"
+    );
+
+    let on_b = b.register(jobs_v2()).unwrap();
+    assert_eq!(on_b.definition_version(), 2);
+    // A was not told; its caller-side check still uses v1, its commit must not.
+    assert_eq!(on_a.definition_version(), 1);
+    let outcome = on_a
+        .apply("j-1", NamedRequest::fire("run").key("run-j-1"))
+        .unwrap();
+    assert!(outcome.applied);
+    assert_eq!(outcome.state, "running", "decided under v2");
+    assert_eq!(on_a.definition_version(), 2, "A adopted the stored version");
+    assert_eq!(on_a.definition(), jobs_v2());
+    assert_eq!(on_a.history("j-1").unwrap()[1].to, "running");
+    // The new event works on A now, and B sees A's commits.
+    assert!(
+        on_a.apply("j-1", NamedRequest::fire("finish"))
+            .unwrap()
+            .applied
+    );
+    assert_eq!(on_b.get("j-1").unwrap().unwrap().state, "done");
+    // A replay of A's keyed request answers as first decided.
+    let replay = on_b
+        .apply("j-1", NamedRequest::fire("run").key("run-j-1"))
+        .unwrap();
+    assert!(replay.replay && replay.state == "running");
+    // A re-registering v1 is a new version (v3) that drops `running` and
+    // `finish`, which stored data uses: refused.
+    assert!(matches!(
+        a.register(jobs_v1()),
+        Err(Error::DefinitionMismatch { .. })
+    ));
+    assert_eq!(on_b.definition_version(), 2);
+}
+
+/// Engine A commits from four threads while engine B stores v2 once, midway:
+/// every commit succeeds, and none made after B's install returned went by
+/// the old rule (straight to `done`).
+fn installs_and_commits_of_two_engines_interleave_safely(db: &TestDb) {
+    let a = open_db(db);
+    let b = open_db(db);
+    let on_a = a.register(jobs_v1()).unwrap();
+    b.register(jobs_v1()).unwrap();
+    for n in 0..400 {
+        on_a.create(&format!("j-{n}")).unwrap();
+    }
+    let installed = std::sync::atomic::AtomicBool::new(false);
+    let late = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (on_a, installed, late) = (&on_a, &installed, &late);
+            scope.spawn(move || {
+                for n in (t..400).step_by(4) {
+                    let id = format!("j-{n}");
+                    let after = installed.load(std::sync::atomic::Ordering::SeqCst);
+                    let outcome = on_a.apply(&id, NamedRequest::fire("run")).unwrap();
+                    assert!(outcome.applied, "{id}");
+                    if after {
+                        late.lock().unwrap().push((id, outcome.state));
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        b.register(jobs_v2()).unwrap();
+        installed.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    for (id, state) in late.into_inner().unwrap() {
+        assert_eq!(
+            state, "running",
+            "{id} was decided under v1 after v2 was stored"
+        );
+    }
+    assert_eq!(on_a.definition_version(), 2);
+    let counts = on_a.count_by_state().unwrap();
+    let total: u64 = counts.iter().map(|(_, count)| count).sum();
+    assert_eq!(total, 400, "{counts:?}");
+}
+
+#[test]
+fn a_definition_stored_by_another_engine_is_adopted_on_postgres() {
+    common::backend::run_on(
+        Backend::Postgres,
+        "a_definition_stored_by_another_engine_is_adopted",
+        a_definition_stored_by_another_engine_is_adopted_before_the_next_commit,
+    );
+}
+
+#[test]
+fn installs_and_commits_of_two_engines_interleave_safely_on_postgres() {
+    common::backend::run_on(
+        Backend::Postgres,
+        "installs_and_commits_of_two_engines_interleave",
+        installs_and_commits_of_two_engines_interleave_safely,
+    );
+}
+
+backend_tests! {
+    a_rename_by_alias_migrates_records_and_keeps_replays,
+    every_handle_uses_the_one_live_definition,
+    a_merge_reads_two_old_states_as_one,
+}
+
+// ---------------------------------------------------------------------------
 // The property test
 // ---------------------------------------------------------------------------
 
@@ -464,7 +608,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
 }
 
 struct World {
-    dir: tempfile::TempDir,
+    db: TestDb,
     engine: Option<Engine>,
     machine: Option<NamedMachine>,
     shape: Shape,
@@ -481,7 +625,7 @@ impl World {
     fn reopen(&mut self) {
         self.machine = None;
         self.engine = None;
-        let engine = open(self.dir.path());
+        let engine = open_db(&self.db);
         self.machine = Some(engine.register(self.shape.def()).unwrap());
         self.engine = Some(engine);
     }
@@ -674,9 +818,12 @@ impl World {
     }
 }
 
-fn run_steps(steps: &[Step]) {
+fn run_steps(backend: Backend, steps: &[Step]) {
+    let Some(db) = TestDb::new(backend, "random_definition_changes") else {
+        return;
+    };
     let mut world = World {
-        dir: tempfile::tempdir().unwrap(),
+        db,
         engine: None,
         machine: None,
         shape: Shape::new(),
@@ -700,7 +847,22 @@ proptest! {
     fn random_definition_changes_never_break_reads_or_replays(
         steps in prop::collection::vec(step_strategy(), 1..40)
     ) {
-        run_steps(&steps);
+        run_steps(Backend::Sled, &steps);
+    }
+}
+
+proptest! {
+    // Fewer cases on PostgreSQL: each one is a schema of its own.
+    #![proptest_config(ProptestConfig {
+        cases: common::backend::postgres_cases(24),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_definition_changes_never_break_reads_or_replays_on_postgres(
+        steps in prop::collection::vec(step_strategy(), 1..40)
+    ) {
+        run_steps(Backend::Postgres, &steps);
     }
 }
 

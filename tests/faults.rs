@@ -11,22 +11,22 @@ use idemflow::{Durability, Engine, Error, Request};
 
 mod common;
 
+use common::backend::TestDb;
 use common::{watchdog, OrderEvent, OrderState};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn engine(dir: &std::path::Path, faults: &Faults) -> Engine {
-    Engine::builder()
-        .durability(Durability::Immediate)
-        .faults(faults.clone())
-        .open(dir)
-        .expect("engine")
+fn engine(db: &TestDb, faults: &Faults) -> Engine {
+    db.open(
+        Engine::builder()
+            .durability(Durability::Immediate)
+            .faults(faults.clone()),
+    )
 }
 
-fn check(panic: bool) {
-    let dir = tempfile::tempdir().unwrap();
+fn check(db: &TestDb, panic: bool) {
     let faults = Faults::new();
-    let engine = engine(dir.path(), &faults);
+    let engine = engine(db, &faults);
     let orders = engine.machine::<OrderState>().unwrap();
     orders.create("o-1").unwrap();
     let submit = Request::fire(OrderEvent::Submit).key("submit-o-1");
@@ -79,31 +79,26 @@ fn check(panic: bool) {
     engine.flush().unwrap();
     drop(orders);
     drop(engine);
-    let engine = common::retry_locked(|| {
-        Engine::builder()
-            .durability(Durability::Immediate)
-            .open(dir.path())
-    });
+    let engine = db.open(Engine::builder().durability(Durability::Immediate));
     let orders = engine.machine::<OrderState>().unwrap();
     assert_eq!(orders.get("o-1").unwrap().unwrap().state, OrderState::Paid);
 }
 
-#[test]
-fn a_failed_sync_is_commit_unknown_for_writers_only_and_the_next_commit_works() {
-    watchdog("a failing sync", LIMIT, || check(false));
+fn a_failed_sync_is_commit_unknown_for_writers_only_and_the_next_commit_works(db: &TestDb) {
+    let db = db.clone();
+    watchdog("a failing sync", LIMIT, move || check(&db, false));
 }
 
-#[test]
-fn a_panicking_sync_is_contained_like_a_failed_one() {
-    watchdog("a panicking sync", LIMIT, || check(true));
+fn a_panicking_sync_is_contained_like_a_failed_one(db: &TestDb) {
+    let db = db.clone();
+    watchdog("a panicking sync", LIMIT, move || check(&db, true));
 }
 
-#[test]
-fn a_failed_sync_fails_every_writer_of_its_batch_and_only_them() {
-    watchdog("8 concurrent writers, one failed sync", LIMIT, || {
-        let dir = tempfile::tempdir().unwrap();
+fn a_failed_sync_fails_every_writer_of_its_batch_and_only_them(db: &TestDb) {
+    let db = db.clone();
+    watchdog("8 concurrent writers, one failed sync", LIMIT, move || {
         let faults = Faults::new();
-        let engine = engine(dir.path(), &faults);
+        let engine = engine(&db, &faults);
         let orders = engine.machine::<OrderState>().unwrap();
         for n in 0..8 {
             orders.create(&format!("o-{n}")).unwrap();
@@ -140,4 +135,10 @@ fn a_failed_sync_fails_every_writer_of_its_batch_and_only_them() {
             assert!(retry.is_replay() && retry.version() == 2, "{id}");
         }
     });
+}
+
+backend_tests! {
+    a_failed_sync_is_commit_unknown_for_writers_only_and_the_next_commit_works,
+    a_panicking_sync_is_contained_like_a_failed_one,
+    a_failed_sync_fails_every_writer_of_its_batch_and_only_them,
 }

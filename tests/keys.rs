@@ -8,23 +8,25 @@ use std::path::Path;
 use std::time::Duration;
 
 use idemflow::testing::ManualClock;
-use idemflow::{Durability, Engine, Error, Request};
+use idemflow::{Durability, Engine, EngineBuilder, Error, Request};
 
 mod common;
 
+use common::backend::TestDb;
 use common::{open_sled, retry_locked, watchdog, OrderState};
 
 const START: u64 = 1_800_000_000_000;
 
+fn builder(clock: &ManualClock, purge: Option<Duration>) -> EngineBuilder {
+    Engine::builder()
+        .durability(Durability::Buffered)
+        .clock(clock.clone())
+        .key_retention(Duration::from_secs(60))
+        .purge_interval(purge)
+}
+
 fn open(dir: &Path, clock: &ManualClock, purge: Option<Duration>) -> Engine {
-    retry_locked(|| {
-        Engine::builder()
-            .durability(Durability::Buffered)
-            .clock(clock.clone())
-            .key_retention(Duration::from_secs(60))
-            .purge_interval(purge)
-            .open(dir)
-    })
+    retry_locked(|| builder(clock, purge).open(dir))
 }
 
 /// Keyed no-ops on "o-1": each stores a key record and nothing else.
@@ -51,13 +53,14 @@ fn stored_keys(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn the_background_purge_deletes_expired_keys_and_only_them() {
-    watchdog("background purge", Duration::from_secs(60), || {
-        let dir = tempfile::tempdir().unwrap();
+/// On both backends (library level); the raw look at the stored keys
+/// afterwards is sled's.
+fn the_background_purge_deletes_expired_keys_and_only_them(db: &TestDb) {
+    let db = db.clone();
+    watchdog("background purge", Duration::from_secs(120), move || {
         let clock = ManualClock::new(START);
         let live = {
-            let engine = open(dir.path(), &clock, Some(Duration::from_millis(20)));
+            let engine = db.open(builder(&clock, Some(Duration::from_millis(20))));
             let expired = store_keys(&engine, "old", 1500); // more than one purge round
             clock.advance(Duration::from_secs(61));
             let live = store_keys(&engine, "new", 40);
@@ -91,8 +94,14 @@ fn the_background_purge_deletes_expired_keys_and_only_them() {
             assert_eq!(expired.len(), 1500);
             live
         };
-        assert_eq!(stored_keys(dir.path()), live.into_iter().collect());
+        if let Some(dir) = db.dir() {
+            assert_eq!(stored_keys(&dir), live.into_iter().collect());
+        }
     });
+}
+
+backend_tests! {
+    the_background_purge_deletes_expired_keys_and_only_them,
 }
 
 /// How many key records are stored (live, or expired and not yet purged).

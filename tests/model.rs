@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
 use idemflow::{
     Durability, Engine, Error, HistoryRecord, InputField, Machine, MachineEvent, OutboxEvent,
@@ -17,6 +16,7 @@ use idemflow::{
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
+use common::backend::{Backend, TestDb};
 use common::{check_invariants, OrderState, Ticket};
 
 /// Entity ids; index `IDS.len()` is the empty (invalid) id.
@@ -601,13 +601,10 @@ struct Db {
 }
 
 impl Db {
-    fn open(path: &Path, durability: Durability) -> Db {
-        let engine = Engine::builder()
-            .durability(durability)
-            .open(path)
-            // A flaky `Locked` here on `Reopen` is the engine bug shown by
-            // `reopening_right_after_closing_is_not_locked`.
-            .expect("open the database");
+    fn open(db: &TestDb, durability: Durability) -> Db {
+        // A flaky `Locked` here on `Reopen` is the engine bug shown by
+        // `reopening_right_after_closing_is_not_locked` (TestDb retries it).
+        let engine = db.open(Engine::builder().durability(durability));
         Db {
             orders: engine.machine::<OrderState>().unwrap(),
             tickets: engine.machine::<Ticket>().unwrap(),
@@ -710,16 +707,18 @@ fn repeat_is_idempotent(model: &Model, req: &Req, result: &ModelResult) -> bool 
     }
 }
 
-fn run_sequence(ops: &[Op], durability: Durability) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut db = Some(Db::open(dir.path(), durability));
+fn run_sequence(backend: Backend, ops: &[Op], durability: Durability) {
+    let Some(test_db) = TestDb::new(backend, "model") else {
+        return;
+    };
+    let mut db = Some(Db::open(&test_db, durability));
     let mut model = Model::new();
     let mut last: Option<(Req, ModelResult)> = None;
     for (step, op) in ops.iter().enumerate() {
         let (req, repeat_of) = match op {
             Op::Reopen => {
                 drop(db.take());
-                db = Some(Db::open(dir.path(), durability));
+                db = Some(Db::open(&test_db, durability));
                 check_against_model(db.as_ref().unwrap(), &model, true);
                 continue;
             }
@@ -782,7 +781,26 @@ proptest! {
 
     #[test]
     fn engine_matches_the_reference_model(ops in prop::collection::vec(op_strategy(), 1..40)) {
-        run_sequence(&ops, Durability::Buffered);
+        run_sequence(Backend::Sled, &ops, Durability::Buffered);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases_from_env(16),
+        max_shrink_iters: 500,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn engine_matches_the_reference_model_postgres(ops in prop::collection::vec(op_strategy(), 1..40)) {
+        run_sequence(Backend::Postgres, &ops, Durability::Buffered);
+    }
+
+    #[test]
+    fn engine_matches_the_reference_model_postgres_immediate(ops in prop::collection::vec(op_strategy(), 1..25)) {
+        run_sequence(Backend::Postgres, &ops, Durability::Immediate);
     }
 }
 
@@ -796,14 +814,13 @@ proptest! {
 
     #[test]
     fn engine_matches_the_reference_model_immediate(ops in prop::collection::vec(op_strategy(), 1..25)) {
-        run_sequence(&ops, Durability::Immediate);
+        run_sequence(Backend::Sled, &ops, Durability::Immediate);
     }
 }
 
 /// A fixed sequence covering each rule once, so that a regression shows up
 /// with a readable name even before the random cases find it.
-#[test]
-fn scripted_sequence_covers_every_rule() {
+fn scripted_sequence_covers_every_rule(db: &TestDb) {
     let apply = |machine, id, target, key: Option<usize>, expect| Op::Apply {
         machine,
         id,
@@ -856,7 +873,11 @@ fn scripted_sequence_covers_every_rule() {
             actor: None,
         },
     ];
-    run_sequence(&ops, Durability::Buffered);
+    run_sequence(db.backend, &ops, Durability::Buffered);
+}
+
+backend_tests! {
+    scripted_sequence_covers_every_rule,
 }
 
 /// Closing an engine (dropping every handle and the engine) and opening the
@@ -875,15 +896,16 @@ fn reopening_right_after_closing_is_not_locked() {
     let mut tries = 0;
     while tries < 1500 && started.elapsed() < std::time::Duration::from_secs(8) {
         tries += 1;
-        let dir = tempfile::tempdir().unwrap();
+        let test_db = TestDb::new(Backend::Sled, "reopen").unwrap();
+        let dir = test_db.dir().unwrap();
         {
-            let db = Db::open(dir.path(), Durability::Buffered);
+            let db = Db::open(&test_db, Durability::Buffered);
             db.orders.create("o-1").unwrap();
             db.orders.fire("o-1", common::OrderEvent::Submit).unwrap();
         }
         let reopened = Engine::builder()
             .durability(Durability::Buffered)
-            .open(dir.path());
+            .open(&dir);
         match reopened {
             Ok(engine) => {
                 let orders = engine.machine::<OrderState>().unwrap();

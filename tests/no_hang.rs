@@ -11,24 +11,22 @@ use idemflow::{Durability, Engine, Error, Request};
 
 mod common;
 
+use common::backend::TestDb;
 use common::{watchdog, OrderEvent, OrderState};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn engine(durability: Durability) -> Engine {
-    Engine::builder()
-        .durability(durability)
-        .temporary()
-        .expect("temporary engine")
+fn engine(db: &TestDb, durability: Durability) -> Engine {
+    db.open(Engine::builder().durability(durability))
 }
 
-#[test]
-fn an_unpolled_subscription_blocks_no_writer() {
+fn an_unpolled_subscription_blocks_no_writer(db: &TestDb) {
+    let db = db.clone();
     watchdog(
         "3,000 creations with an unpolled subscription",
         LIMIT,
-        || {
-            let engine = engine(Durability::Buffered);
+        move || {
+            let engine = engine(&db, Durability::Buffered);
             let orders = engine.machine::<OrderState>().unwrap();
             // Subscribed and never polled (sled's own subscribers held 1,024
             // events and then blocked every writer).
@@ -51,10 +49,10 @@ fn an_unpolled_subscription_blocks_no_writer() {
     );
 }
 
-#[test]
-fn a_subscription_that_falls_behind_catches_up_from_the_outbox() {
-    watchdog("a lagging subscription", LIMIT, || {
-        let engine = engine(Durability::Immediate);
+fn a_subscription_that_falls_behind_catches_up_from_the_outbox(db: &TestDb) {
+    let db = db.clone();
+    watchdog("a lagging subscription", LIMIT, move || {
+        let engine = engine(&db, Durability::Immediate);
         let orders = engine.machine::<OrderState>().unwrap();
         let mut feed = engine.outbox().subscribe();
         for n in 0..2000 {
@@ -70,10 +68,10 @@ fn a_subscription_that_falls_behind_catches_up_from_the_outbox() {
     });
 }
 
-#[test]
-fn a_consumer_calling_back_into_the_engine_never_deadlocks() {
-    watchdog("a consumer that writes from its loop", LIMIT, || {
-        let engine = engine(Durability::Immediate);
+fn a_consumer_calling_back_into_the_engine_never_deadlocks(db: &TestDb) {
+    let db = db.clone();
+    watchdog("a consumer that writes from its loop", LIMIT, move || {
+        let engine = engine(&db, Durability::Immediate);
         let orders = engine.machine::<OrderState>().unwrap();
         let mut feed = engine.outbox().subscribe();
         let consumer = {
@@ -111,10 +109,10 @@ fn a_consumer_calling_back_into_the_engine_never_deadlocks() {
     });
 }
 
-#[test]
-fn a_blocked_guard_delays_only_its_own_request() {
-    watchdog("100 requests while a guard blocks", LIMIT, || {
-        let engine = engine(Durability::Immediate);
+fn a_blocked_guard_delays_only_its_own_request(db: &TestDb) {
+    let db = db.clone();
+    watchdog("100 requests while a guard blocks", LIMIT, move || {
+        let engine = engine(&db, Durability::Immediate);
         let orders = engine.machine::<OrderState>().unwrap();
         let (release, released) = mpsc::channel::<()>();
         let released = std::sync::Mutex::new(released);
@@ -160,10 +158,10 @@ fn a_blocked_guard_delays_only_its_own_request() {
     });
 }
 
-#[test]
-fn a_panicking_guard_fails_only_its_own_request() {
-    watchdog("8 keyed callers, one guard panics", LIMIT, || {
-        let engine = engine(Durability::Immediate);
+fn a_panicking_guard_fails_only_its_own_request(db: &TestDb) {
+    let db = db.clone();
+    watchdog("8 keyed callers, one guard panics", LIMIT, move || {
+        let engine = engine(&db, Durability::Immediate);
         let orders = engine.machine::<OrderState>().unwrap();
         orders.guard_to(OrderState::Paid, |input| {
             if input.entity.id == "o-3" {
@@ -215,10 +213,10 @@ fn a_panicking_guard_fails_only_its_own_request() {
     });
 }
 
-#[test]
-fn a_guard_sees_the_record_it_is_committed_against() {
-    watchdog("guards re-run when the record changed", LIMIT, || {
-        let engine = engine(Durability::Buffered);
+fn a_guard_sees_the_record_it_is_committed_against(db: &TestDb) {
+    let db = db.clone();
+    watchdog("guards re-run when the record changed", LIMIT, move || {
+        let engine = engine(&db, Durability::Buffered);
         let orders = engine.machine::<OrderState>().unwrap();
         let runs = Arc::new(AtomicUsize::new(0));
         let (first_run, gate) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
@@ -259,4 +257,13 @@ fn a_guard_sees_the_record_it_is_committed_against() {
             OrderState::Submitted
         );
     });
+}
+
+backend_tests! {
+    an_unpolled_subscription_blocks_no_writer,
+    a_subscription_that_falls_behind_catches_up_from_the_outbox,
+    a_consumer_calling_back_into_the_engine_never_deadlocks,
+    a_blocked_guard_delays_only_its_own_request,
+    a_panicking_guard_fails_only_its_own_request,
+    a_guard_sees_the_record_it_is_committed_against,
 }

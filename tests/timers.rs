@@ -3,7 +3,6 @@
 //! restarts and kill -9; firing twice is a replay.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use idemflow::testing::ManualClock;
@@ -14,6 +13,7 @@ use proptest::prelude::*;
 
 mod common;
 
+use common::backend::{Backend, TestDb};
 use common::{retry_locked, watchdog};
 
 #[derive(idemflow::StateMachine, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -33,29 +33,27 @@ pub enum Invoice {
 const START: u64 = 1_800_000_000_000;
 const MINUTE: Duration = Duration::from_secs(60);
 
-fn engine(clock: &ManualClock) -> Engine {
-    Engine::builder()
-        .durability(Durability::Buffered)
-        .clock(clock.clone())
-        .timers(false)
-        .temporary()
-        .unwrap()
+fn engine(db: &TestDb, clock: &ManualClock) -> Engine {
+    db.open(
+        Engine::builder()
+            .durability(Durability::Buffered)
+            .clock(clock.clone())
+            .timers(false),
+    )
 }
 
-fn open(dir: &Path, clock: &ManualClock) -> Engine {
-    retry_locked(|| {
+fn open(db: &TestDb, clock: &ManualClock) -> Engine {
+    db.open(
         Engine::builder()
             .durability(Durability::Immediate)
             .clock(clock.clone())
-            .timers(false)
-            .open(dir)
-    })
+            .timers(false),
+    )
 }
 
-#[test]
-fn a_declared_timeout_fires_after_its_delay_by_the_timer() {
+fn a_declared_timeout_fires_after_its_delay_by_the_timer(db: &TestDb) {
     let clock = ManualClock::new(START);
-    let engine = engine(&clock);
+    let engine = engine(db, &clock);
     let invoices = engine.machine::<Invoice>().unwrap();
     invoices.create("i-1").unwrap();
     let sent = invoices.fire("i-1", InvoiceEvent::Send).unwrap();
@@ -84,10 +82,9 @@ fn a_declared_timeout_fires_after_its_delay_by_the_timer() {
     assert_eq!(engine.run_due_timers().unwrap(), 0);
 }
 
-#[test]
-fn leaving_the_state_first_disarms_the_timeout() {
+fn leaving_the_state_first_disarms_the_timeout(db: &TestDb) {
     let clock = ManualClock::new(START);
-    let engine = engine(&clock);
+    let engine = engine(db, &clock);
     let invoices = engine.machine::<Invoice>().unwrap();
     invoices.create("i-1").unwrap();
     invoices.fire("i-1", InvoiceEvent::Send).unwrap();
@@ -99,10 +96,9 @@ fn leaving_the_state_first_disarms_the_timeout() {
     assert_eq!(invoices.get("i-1").unwrap().unwrap().state, Invoice::Paid);
 }
 
-#[test]
-fn scheduled_requests_are_keyed_deduplicated_cancellable_and_replayable() {
+fn scheduled_requests_are_keyed_deduplicated_cancellable_and_replayable(db: &TestDb) {
     let clock = ManualClock::new(START);
-    let engine = engine(&clock);
+    let engine = engine(db, &clock);
     let invoices = engine.machine::<Invoice>().unwrap();
     invoices.create("i-1").unwrap();
     invoices.fire("i-1", InvoiceEvent::Send).unwrap();
@@ -177,12 +173,10 @@ fn scheduled_requests_are_keyed_deduplicated_cancellable_and_replayable() {
     assert!(invoices.scheduled("i-2").unwrap().is_empty());
 }
 
-#[test]
-fn timers_survive_a_restart_and_fire_what_became_due_while_closed() {
-    let dir = tempfile::tempdir().unwrap();
+fn timers_survive_a_restart_and_fire_what_became_due_while_closed(db: &TestDb) {
     let clock = ManualClock::new(START);
     {
-        let engine = open(dir.path(), &clock);
+        let engine = open(db, &clock);
         let invoices = engine.machine::<Invoice>().unwrap();
         for n in 0..20 {
             let id = format!("i-{n}");
@@ -198,7 +192,7 @@ fn timers_survive_a_restart_and_fire_what_became_due_while_closed() {
             .unwrap();
     }
     clock.advance(45 * MINUTE);
-    let engine = open(dir.path(), &clock);
+    let engine = open(db, &clock);
     let invoices = engine.machine::<Invoice>().unwrap();
     assert_eq!(engine.timers("invoice", 100).unwrap().len(), 21);
     assert_eq!(engine.run_due_timers().unwrap(), 21);
@@ -214,13 +208,10 @@ fn timers_survive_a_restart_and_fire_what_became_due_while_closed() {
     assert!(engine.timers("invoice", 100).unwrap().is_empty());
 }
 
-#[test]
-fn the_background_runner_fires_without_being_asked() {
-    watchdog("the timer runner", Duration::from_secs(60), || {
-        let engine = Engine::builder()
-            .durability(Durability::Buffered)
-            .temporary()
-            .unwrap();
+fn the_background_runner_fires_without_being_asked(db: &TestDb) {
+    let db = db.clone();
+    watchdog("the timer runner", Duration::from_secs(60), move || {
+        let engine = db.open(Engine::builder().durability(Durability::Buffered));
         let invoices = engine.machine::<Invoice>().unwrap();
         invoices.create("i-1").unwrap();
         invoices.fire("i-1", InvoiceEvent::Send).unwrap();
@@ -242,18 +233,18 @@ fn the_background_runner_fires_without_being_asked() {
     });
 }
 
-#[test]
-fn concurrent_firings_apply_each_timer_once() {
+fn concurrent_firings_apply_each_timer_once(db: &TestDb) {
+    let db = db.clone();
     watchdog(
         "four threads firing the same timers",
         Duration::from_secs(120),
-        || {
+        move || {
             let clock = ManualClock::new(START);
-            let engine = Engine::builder()
-                .durability(Durability::Buffered)
-                .clock(clock.clone())
-                .temporary()
-                .unwrap();
+            let engine = db.open(
+                Engine::builder()
+                    .durability(Durability::Buffered)
+                    .clock(clock.clone()),
+            );
             let invoices = engine.machine::<Invoice>().unwrap();
             for n in 0..300 {
                 let id = format!("i-{n}");
@@ -291,10 +282,9 @@ fn concurrent_firings_apply_each_timer_once() {
     );
 }
 
-#[test]
-fn a_keyed_creation_replays_its_outcome() {
+fn a_keyed_creation_replays_its_outcome(db: &TestDb) {
     let clock = ManualClock::new(START);
-    let engine = engine(&clock);
+    let engine = engine(db, &clock);
     let invoices = engine.machine::<Invoice>().unwrap();
     let create = Create::new()
         .key("new-i-1")
@@ -350,10 +340,12 @@ struct Model {
     entities: BTreeMap<String, (Invoice, u64, u64)>,
 }
 
-fn run_model(ops: &[Op]) {
-    let dir = tempfile::tempdir().unwrap();
+fn run_model(backend: Backend, ops: &[Op]) {
+    let Some(db) = TestDb::new(backend, "the_engine_matches_a_model_with_time") else {
+        return;
+    };
     let clock = ManualClock::new(START);
-    let mut engine = Some(open(dir.path(), &clock));
+    let mut engine = Some(open(&db, &clock));
     let mut model = Model::default();
     for op in ops {
         let invoices = engine.as_ref().unwrap().machine::<Invoice>().unwrap();
@@ -414,7 +406,7 @@ fn run_model(ops: &[Op]) {
                 drop(invoices);
                 // Close before reopening: one process owns the directory.
                 drop(engine.take());
-                engine = Some(open(dir.path(), &clock));
+                engine = Some(open(&db, &clock));
             }
         }
         // After every step: records, histories and pending timers agree.
@@ -447,8 +439,33 @@ proptest! {
 
     #[test]
     fn the_engine_matches_a_model_with_time(ops in prop::collection::vec(op(), 1..40)) {
-        run_model(&ops);
+        run_model(Backend::Sled, &ops);
     }
+}
+
+proptest! {
+    // Fewer cases on PostgreSQL: each one is a schema of its own.
+    #![proptest_config(ProptestConfig {
+        cases: common::backend::postgres_cases(24),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn the_engine_matches_a_model_with_time_on_postgres(
+        ops in prop::collection::vec(op(), 1..40)
+    ) {
+        run_model(Backend::Postgres, &ops);
+    }
+}
+
+backend_tests! {
+    a_declared_timeout_fires_after_its_delay_by_the_timer,
+    leaving_the_state_first_disarms_the_timeout,
+    scheduled_requests_are_keyed_deduplicated_cancellable_and_replayable,
+    timers_survive_a_restart_and_fire_what_became_due_while_closed,
+    the_background_runner_fires_without_being_asked,
+    concurrent_firings_apply_each_timer_once,
+    a_keyed_creation_replays_its_outcome,
 }
 
 /// The typed declaration carries the timeout.
@@ -576,4 +593,131 @@ fn timers_fire_once_in_effect_across_kill_9() {
             acked.len()
         );
     });
+}
+
+// ---------------------------------------------------------------------------
+// Several processes on one PostgreSQL database
+// ---------------------------------------------------------------------------
+
+const SHARED_CHILD_ENV: &str = "IDEMFLOW_TIMERS_CHILD_URL";
+
+/// A child of the PostgreSQL case: like [`timers_crash_child`], on a
+/// database that its siblings share; every child's background runner fires
+/// the timers of all of them.
+#[test]
+fn timers_shared_child() {
+    let Ok(url) = std::env::var(SHARED_CHILD_ENV) else {
+        return;
+    };
+    let engine = TestDb::postgres_at(url).open(Engine::builder());
+    let leases = engine.machine::<Lease>().unwrap();
+    let start = std::process::id();
+    for n in 0.. {
+        let id = format!("l-{start}-{n}");
+        leases.create(&id).unwrap();
+        if n % 3 == 0 {
+            let _ = leases.fire(&id, LeaseEvent::Release);
+        }
+        println!("ACK {id}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Three engine processes share one database: each creates leases (each
+/// arms a 40 ms timeout) and its background runner fires due timers, which
+/// the others' runners race for. One child is killed with -9 mid-way, the
+/// others later. Every acknowledged lease then expired at most once, and
+/// none is left holding: the timers the dead processes had claimed fire
+/// once their claims lapse (the checking engine's clock runs ahead by more
+/// than a claim).
+fn timers_fire_once_in_effect_across_processes(db: &TestDb) {
+    let db = db.clone();
+    watchdog(
+        "three processes firing each other's timers",
+        Duration::from_secs(300),
+        move || {
+            db.open(Engine::builder().timers(false))
+                .machine::<Lease>()
+                .unwrap();
+            let spawn = || {
+                let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                    .args([
+                        "--exact",
+                        "timers_shared_child",
+                        "--nocapture",
+                        "--test-threads",
+                        "1",
+                    ])
+                    .env(SHARED_CHILD_ENV, db.location())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let stdout = child.stdout.take().unwrap();
+                let reader = std::thread::spawn(move || {
+                    std::io::BufRead::lines(std::io::BufReader::new(stdout))
+                        .map_while(Result::ok)
+                        .filter_map(|line| line.strip_prefix("ACK ").map(str::to_owned))
+                        .collect::<Vec<_>>()
+                });
+                (child, reader)
+            };
+            let mut children: Vec<_> = (0..3).map(|_| spawn()).collect();
+            std::thread::sleep(Duration::from_millis(1_500));
+            children[0].0.kill().unwrap();
+            std::thread::sleep(Duration::from_millis(1_500));
+            let mut acked = Vec::new();
+            for (mut child, reader) in children {
+                let _ = child.kill();
+                let _ = child.wait();
+                acked.extend(reader.join().unwrap());
+            }
+            assert!(
+                acked.len() > 30,
+                "the children acknowledged {} leases",
+                acked.len()
+            );
+            // Ahead of the children's clock by more than a claim lasts.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            let clock = ManualClock::new(now + 60_000);
+            let engine = db.open(Engine::builder().clock(clock).timers(false));
+            let leases = engine.machine::<Lease>().unwrap();
+            engine.run_due_timers().unwrap();
+            let mut expired = 0;
+            for id in &acked {
+                let lease = leases
+                    .get(id)
+                    .unwrap()
+                    .expect("an acknowledged lease is there");
+                let history = leases.history(id).unwrap();
+                assert_eq!(lease.version, history.len() as u64, "{id}");
+                let expirations = history
+                    .iter()
+                    .filter(|e| e.event == Some(LeaseEvent::Expire))
+                    .count();
+                assert!(expirations <= 1, "{id} expired {expirations} times");
+                assert_ne!(lease.state, Lease::Held, "{id}: its timeout fired");
+                if lease.state == Lease::Expired {
+                    expired += 1;
+                }
+            }
+            assert!(engine.timers("lease", 10).unwrap().is_empty());
+            eprintln!(
+                "{} leases acknowledged by 3 processes (one killed), {expired} expired by \
+                 their timeout",
+                acked.len()
+            );
+        },
+    );
+}
+
+#[test]
+fn timers_fire_once_in_effect_across_processes_on_postgres() {
+    common::backend::run_on(
+        Backend::Postgres,
+        "timers_fire_once_in_effect_across_processes",
+        timers_fire_once_in_effect_across_processes,
+    );
 }

@@ -186,6 +186,12 @@ impl EngineBuilder {
     }
 
     fn build(self, path: Option<PathBuf>) -> Result<Engine> {
+        self.check()?;
+        Engine::start(self, path)
+    }
+
+    /// Checks the options every backend uses.
+    pub(super) fn check(&self) -> Result<()> {
         if self.key_retention.is_zero() {
             return Err(Error::invalid_input(
                 InputField::Config,
@@ -203,6 +209,6 @@ impl EngineBuilder {
                 ),
             ));
         }
-        Engine::start(self, path)
+        Ok(())
     }
 }

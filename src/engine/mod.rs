@@ -8,6 +8,8 @@
 //! - [`typed`] and [`named`]: the handles users hold.
 
 mod builder;
+#[cfg(feature = "postgres")]
+mod connect;
 mod named;
 mod registry;
 mod requests;

@@ -8,6 +8,14 @@
 //! rules. So no commit is ever decided under a definition that is no longer
 //! the current one: commits before the step used the old rules, commits after
 //! it the new ones.
+//!
+//! On a database that several processes share (PostgreSQL), another process
+//! may store a new version at any time: each commit checks, inside its
+//! atomic step, that the live version is the stored one, and otherwise
+//! adopts the stored definition ([`LiveDefinition::adopt`]) and decides
+//! under it. Two processes storing definitions at once: the second sees
+//! that the stored version moved (`save_definition` answers `false`) and
+//! plans again against it.
 
 use std::sync::{Arc, RwLock};
 
@@ -20,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::guard::Guards;
 use crate::machine::MachineDef;
 use crate::observe::{self, Call, Subject};
-use crate::store::{MachineStore, Store};
+use crate::store::{LiveDefinition, MachineStore, Store};
 use crate::write::jobs::Task;
 
 /// The rules of the current definition and its stored version.
@@ -85,6 +93,21 @@ impl MachineRuntime {
     }
 }
 
+impl LiveDefinition for MachineRuntime {
+    fn version(&self) -> u64 {
+        self.rules().version
+    }
+
+    fn adopt(&self, version: u64, definition: MachineDef) {
+        tracing::info!(
+            machine = self.name,
+            version,
+            "adopted a definition another process stored"
+        );
+        self.set_rules(version, definition);
+    }
+}
+
 impl EngineInner {
     pub(super) fn runtime_for(&self, def: MachineDef) -> Result<Arc<MachineRuntime>> {
         let name = def.name.clone();
@@ -122,16 +145,32 @@ impl EngineInner {
         let installed = runtime.clone();
         let now = self.clock.now_ms();
         let task: Task = Box::new(move |writer| {
-            let version = match plan(&*store, &*installed.store, &def, now)? {
-                Plan::Keep(version) => version,
-                Plan::Store(version) => {
-                    writer.save_definition(&version)?;
-                    observe::definition_stored(&def.name, version.version, version.changes.len());
-                    version.version
-                }
-            };
-            installed.set_rules(version, def);
-            Ok(version)
+            // Planned again when another process stored a version meanwhile
+            // (a database shared by several processes).
+            for _ in 0..INSTALL_ATTEMPTS {
+                let version = match plan(&*store, &*installed.store, &def, now)? {
+                    Plan::Keep(version) => version,
+                    Plan::Store(version) => {
+                        if !writer.save_definition(&version)? {
+                            continue;
+                        }
+                        observe::definition_stored(
+                            &def.name,
+                            version.version,
+                            version.changes.len(),
+                        );
+                        version.version
+                    }
+                };
+                installed.set_rules(version, def);
+                return Ok(version);
+            }
+            Err(Error::storage(
+                "storing a machine definition",
+                std::io::Error::other(
+                    "other processes kept storing definitions of this machine meanwhile",
+                ),
+            ))
         });
         self.run_task(task, "storing a machine definition")?;
         machines.insert(runtime.name().to_owned(), runtime.clone());
@@ -176,6 +215,10 @@ impl EngineInner {
         Ok(0)
     }
 }
+
+/// How many times installing a definition plans again when other processes
+/// store definitions of the same machine meanwhile.
+const INSTALL_ATTEMPTS: usize = 8;
 
 /// How many entities one migration step moves.
 pub(crate) const MIGRATION_BATCH: usize = 512;

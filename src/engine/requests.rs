@@ -235,6 +235,7 @@ impl EngineInner {
             key: stored_key,
             bytes: request_bytes(id, request),
             fired_timer: fired_timer.map(<[u8]>::to_vec),
+            definition: runtime.clone(),
             decide: self.writer_decide(runtime, id, kind, now, verdict),
         }))
     }
@@ -296,6 +297,7 @@ impl EngineInner {
             key: stored_key,
             bytes,
             fired_timer: None,
+            definition: runtime.clone(),
             decide: self.writer_decide(runtime, id, Kind::Create(create), now, None),
         };
         match self.submit(runtime, id, job)? {

@@ -12,9 +12,12 @@
 //! deadlocks (see `docs/reliability.md`).
 
 pub(crate) mod codec;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 pub(crate) mod sled;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::decide::{Decision, KeyRecord};
 use crate::definitions::DefinitionVersion;
@@ -45,6 +48,25 @@ pub(crate) struct StoreRequest<'a> {
     /// the timer is removed in the same atomic step when the request is
     /// decided (applied, a no-op or a replay).
     pub(crate) fired_timer: Option<&'a [u8]>,
+    /// The machine's live definition, which `decide` runs under. A backend
+    /// that other processes write too checks inside its atomic step that its
+    /// version is the stored one, and when it is not, hands the stored
+    /// definition to [`LiveDefinition::adopt`] before deciding (so no commit
+    /// is decided under an older version). sled needs no check: only its one
+    /// writer stores definitions, under the same leadership as commits.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) definition: &'a dyn LiveDefinition,
+}
+
+/// A machine's live definition as the engine holds it.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) trait LiveDefinition: Send + Sync {
+    /// The stored version the live rules come from.
+    fn version(&self) -> u64;
+
+    /// Makes a newer stored version live (another process stored it); called
+    /// by the writer, inside a commit's atomic step, before deciding.
+    fn adopt(&self, version: u64, definition: MachineDef);
 }
 
 /// One entry of the outbox as read: an event, or an entry that failed to
@@ -117,15 +139,39 @@ pub(crate) trait Store: Send + Sync {
     /// Bytes the database takes on disk.
     fn size_on_disk(&self) -> Result<u64>;
 
-    /// Up to `limit` timers of every machine due at `now`, in due order.
+    /// Up to `limit` timers of every machine due at `now`, in due order, to
+    /// fire. A backend that other processes share *claims* them (for a
+    /// while: until they are fired and removed, or the claim lapses), so
+    /// that two processes rarely fire the same timer; firing twice is safe
+    /// anyway (keyed, version-checked requests).
     fn due_timers(&self, now: u64, limit: usize) -> Result<Vec<(String, TimerRecord)>>;
 
-    /// When the earliest pending timer of any machine is due.
+    /// When the earliest pending timer of any machine is due (on a shared
+    /// backend: when the earliest may next be claimed).
     fn next_timer_due(&self) -> Result<Option<u64>>;
 
     /// The one writer of this database. Called once, by the engine, which
     /// moves it to its writer thread.
     fn writer(&self) -> Result<Box<dyn StoreWriter>>;
+
+    /// What an outbox subscription waits on between reads, for a backend
+    /// whose outbox other processes write too (PostgreSQL: `LISTEN/NOTIFY`).
+    /// `None` (the default, sled): subscriptions wait on the engine's own
+    /// notifier, bumped after each sync of its writer.
+    fn outbox_waiter(&self) -> Option<Box<dyn OutboxWaiter>> {
+        None
+    }
+}
+
+/// A subscription's wake-up: [`arm`](OutboxWaiter::arm) before reading the
+/// outbox, then [`wait`](OutboxWaiter::wait) if the read found nothing; the
+/// wait returns early if events may have been committed since `arm`.
+pub(crate) trait OutboxWaiter: Send + Sync {
+    /// Called before each read of the outbox.
+    fn arm(&mut self);
+
+    /// Waits up to `timeout` (a backend may return earlier, spuriously).
+    fn wait(&mut self, timeout: Duration);
 }
 
 /// A database, write side: owned by the writer thread alone.
@@ -138,8 +184,13 @@ pub(crate) trait StoreWriter: Send {
 
     /// Stores (or replaces) a machine's definition as `version` (its
     /// definition, number, time and changes), keeping the previous one in the
-    /// log, and prepares the machine's storage.
-    fn save_definition(&mut self, version: &DefinitionVersion) -> Result<()>;
+    /// log, and prepares the machine's storage. Returns `false`, storing
+    /// nothing, when the stored version is no longer `version.version - 1`
+    /// (another process stored a definition since the caller planned this
+    /// one: it plans again). A backend that other processes write too checks
+    /// again, inside the same atomic step, that no removed name is used by
+    /// stored data (`Error::DefinitionMismatch`).
+    fn save_definition(&mut self, version: &DefinitionVersion) -> Result<bool>;
 
     /// Moves up to `budget` entities of `machine` from the state named `from`
     /// (a former name) to the state named `to`, records and state index

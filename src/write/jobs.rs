@@ -1,9 +1,11 @@
 //! What callers hand the writer, and what it answers.
 
+use std::sync::Arc;
+
 use crate::decide::{Decision, KeyRecord};
 use crate::error::{Error, Result};
 use crate::outcome::{EntityRecord, OutcomeRecord};
-use crate::store::StoreWriter;
+use crate::store::{LiveDefinition, StoreWriter};
 use crate::write::sync_step::PendingSync;
 
 /// How the writer's decision of a request came out.
@@ -32,6 +34,8 @@ pub(crate) struct RequestJob {
     pub(crate) bytes: usize,
     /// The stored key of the timer this request fires, if any.
     pub(crate) fired_timer: Option<Vec<u8>>,
+    /// The machine's live definition, which `decide` runs under.
+    pub(crate) definition: Arc<dyn LiveDefinition>,
     pub(crate) decide: WriterDecide,
 }
 

@@ -225,6 +225,7 @@ impl WriterLoop {
                 key: job.key.as_deref(),
                 decide,
                 fired_timer: job.fired_timer.as_deref(),
+                definition: &*job.definition,
             })
             .collect();
         self.marks.tracker.begin_commit();

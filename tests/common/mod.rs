@@ -2,6 +2,9 @@
 //! uses a different subset, hence `allow(dead_code)`.
 #![allow(dead_code)]
 
+pub mod backend;
+pub mod linearizability;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use std::path::Path;

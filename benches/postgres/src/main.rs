@@ -54,6 +54,9 @@ const WARM_UP: Duration = Duration::from_secs(1);
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum System {
     Idemflow { batching: bool },
+    /// idemflow's PostgreSQL backend on the same server, in 1 or 2 engine
+    /// processes (the clients split evenly between them).
+    IdemflowPg { processes: usize },
     Postgres,
 }
 
@@ -62,9 +65,19 @@ impl System {
         match self {
             System::Idemflow { batching: true } => "idemflow",
             System::Idemflow { batching: false } => "idemflow_unbatched",
+            System::IdemflowPg { processes: 1 } => "idemflow_pg",
+            System::IdemflowPg { .. } => "idemflow_pg_2proc",
             System::Postgres => "postgres",
         }
     }
+}
+
+/// The schema of idemflow's PostgreSQL tables in the benchmark database.
+const PG_SCHEMA: &str = "bench_idemflow";
+
+/// `conninfo` (libpq key=value form) with idemflow's schema parameter.
+fn idemflow_url(conninfo: &str) -> String {
+    format!("{conninfo} schema={PG_SCHEMA}")
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -103,6 +116,9 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn main() {
+    if std::env::var("IDEMFLOW_PG_BENCH_CHILD").is_ok() {
+        return pg_child();
+    }
     let conninfo = std::env::var("IDEMFLOW_PG").expect("IDEMFLOW_PG: a connection string");
     let secs: f64 = env_or("IDEMFLOW_PG_SECS", 5.0);
     let runs: usize = env_or("IDEMFLOW_PG_RUNS", 3);
@@ -132,12 +148,31 @@ fn main() {
     let systems = [
         System::Idemflow { batching: true },
         System::Idemflow { batching: false },
+        System::IdemflowPg { processes: 1 },
+        System::IdemflowPg { processes: 2 },
         System::Postgres,
     ];
+    {
+        // idemflow's tables on the same server, entities made once.
+        let mut drop = Client::connect(&conninfo, NoTls).expect("connect");
+        drop.batch_execute(&format!("DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
+            .expect("drop the benchmark schema");
+        let engine = Engine::builder()
+            .durability(Durability::Buffered)
+            .connect(&idemflow_url(&conninfo))
+            .expect("connect idemflow to PostgreSQL");
+        create_all(&engine.machine::<Job>().unwrap(), 0..entities);
+        engine.flush().unwrap();
+        drop.batch_execute(&format!("VACUUM ANALYZE {PG_SCHEMA}.entities"))
+            .expect("vacuum");
+    }
     let mut configs = Vec::new();
     for durable in [true, false] {
         for &clients in &clients {
             for system in systems {
+                if matches!(system, System::IdemflowPg { processes: 2 }) && clients < 2 {
+                    continue;
+                }
                 configs.push(Config {
                     system,
                     durable,
@@ -172,6 +207,9 @@ fn main() {
             let measured = match config.system {
                 System::Idemflow { batching } => {
                     measure_idemflow(&engine_dir(config), config, batching, window)
+                }
+                System::IdemflowPg { processes } => {
+                    measure_idemflow_pg(&conninfo, config, processes, window)
                 }
                 System::Postgres => measure_postgres(&conninfo, config, window),
             };
@@ -247,14 +285,17 @@ fn main() {
                     .zip(&results)
                     .find(|(c, _)| c.system == system && c.durable == durable && c.clients == n)
                     .map(|(_, runs)| median_tps(runs).1)
-                    .unwrap()
             };
-            let pg = find(System::Postgres);
+            let pg = find(System::Postgres).unwrap_or(f64::NAN);
+            let ratio = |system| find(system).map_or(f64::NAN, |tps| tps / pg);
             println!(
-                "  {} {n} client(s): batched {:.2}x, unbatched {:.2}x",
+                "  {} {n} client(s): sled batched {:.2}x, sled unbatched {:.2}x, \
+                 idemflow on PostgreSQL {:.2}x, 2 engine processes {:.2}x",
                 if durable { "durable" } else { "relaxed" },
-                find(System::Idemflow { batching: true }) / pg,
-                find(System::Idemflow { batching: false }) / pg,
+                ratio(System::Idemflow { batching: true }),
+                ratio(System::Idemflow { batching: false }),
+                ratio(System::IdemflowPg { processes: 1 }),
+                ratio(System::IdemflowPg { processes: 2 }),
             );
         }
     }
@@ -278,6 +319,15 @@ fn drive<S: Send>(
     window: Duration,
     call: impl Fn(&mut S, usize, usize) + Sync,
 ) -> Run {
+    drive_keeping(states, window, call).0
+}
+
+/// [`drive`], also returning every measured latency.
+fn drive_keeping<S: Send>(
+    states: Vec<S>,
+    window: Duration,
+    call: impl Fn(&mut S, usize, usize) + Sync,
+) -> (Run, Vec<Duration>) {
     let clients = states.len();
     let barrier = Barrier::new(clients);
     let latencies: Vec<Vec<Duration>> = std::thread::scope(|scope| {
@@ -309,7 +359,8 @@ fn drive<S: Send>(
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    summarize(latencies.concat(), window)
+    let latencies = latencies.concat();
+    (summarize(latencies.clone(), window), latencies)
 }
 
 fn measure_idemflow(dir: &Path, config: &Config, batching: bool, window: Duration) -> Run {
@@ -331,6 +382,93 @@ fn measure_idemflow(dir: &Path, config: &Config, batching: bool, window: Duratio
     drive(vec![(); config.clients], window, |_, client, n| {
         advance(&jobs, &ids[client][n % PER_CLIENT], fresh_key(), &payload);
     })
+}
+
+/// idemflow on PostgreSQL: one engine in this process, or `processes`
+/// engine processes (this program again, see [`pg_child`]) sharing the
+/// clients; the calls of every process are summed.
+fn measure_idemflow_pg(conninfo: &str, config: &Config, processes: usize, window: Duration) -> Run {
+    if processes == 1 {
+        let unused = std::cell::RefCell::new(Vec::new());
+        let url = idemflow_url(conninfo);
+        return pg_clients(&url, config.durable, 0, config.clients, window, &unused);
+    }
+    let share = config.clients / processes;
+    let children: Vec<_> = (0..processes)
+        .map(|p| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .env("IDEMFLOW_PG_BENCH_CHILD", idemflow_url(conninfo))
+                .env("IDEMFLOW_PG_BENCH_DURABLE", config.durable.to_string())
+                .env("IDEMFLOW_PG_BENCH_FIRST", (p * share).to_string())
+                .env("IDEMFLOW_PG_BENCH_CLIENTS", share.to_string())
+                .env("IDEMFLOW_PG_BENCH_SECS", window.as_secs_f64().to_string())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("start an engine process")
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for child in children {
+        let output = child.wait_with_output().expect("engine process");
+        assert!(output.status.success(), "an engine process failed");
+        let micros: Vec<u64> = serde_json::from_slice(&output.stdout).expect("latencies");
+        latencies.extend(micros.into_iter().map(Duration::from_micros));
+    }
+    summarize(latencies, window)
+}
+
+/// One engine process of [`measure_idemflow_pg`]: prints the latencies of
+/// its measured calls, in microseconds, as a JSON array.
+fn pg_child() {
+    let var = |name: &str| std::env::var(name).expect(name);
+    let url = var("IDEMFLOW_PG_BENCH_CHILD");
+    let durable: bool = var("IDEMFLOW_PG_BENCH_DURABLE").parse().unwrap();
+    let first: usize = var("IDEMFLOW_PG_BENCH_FIRST").parse().unwrap();
+    let clients: usize = var("IDEMFLOW_PG_BENCH_CLIENTS").parse().unwrap();
+    let secs: f64 = var("IDEMFLOW_PG_BENCH_SECS").parse().unwrap();
+    let latencies = std::cell::RefCell::new(Vec::new());
+    pg_clients(&url, durable, first, clients, Duration::from_secs_f64(secs), &latencies);
+    let micros: Vec<u64> = latencies.into_inner().iter().map(|d: &Duration| d.as_micros() as u64).collect();
+    println!("{}", serde_json::to_string(&micros).unwrap());
+}
+
+/// `clients` client threads (client numbers from `first`) on one engine
+/// connected to `url`; every measured latency is left in `out` (for a
+/// parent process to merge).
+fn pg_clients(
+    url: &str,
+    durable: bool,
+    first: usize,
+    clients: usize,
+    window: Duration,
+    out: &std::cell::RefCell<Vec<Duration>>,
+) -> Run {
+    let engine = Engine::builder()
+        .durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::Buffered
+        })
+        .connect(url)
+        .expect("connect idemflow");
+    let jobs = engine.machine::<Job>().expect("machine");
+    if std::env::var("IDEMFLOW_PG_BENCH_CREATE").is_ok() {
+        // A child started by hand on an empty schema (profiling).
+        create_all(&jobs, first * PER_CLIENT..(first + clients) * PER_CLIENT);
+    }
+    let payload = payload();
+    let ids: Vec<Vec<String>> = (first..first + clients)
+        .map(|c| (0..PER_CLIENT).map(|i| id(c * PER_CLIENT + i)).collect())
+        .collect();
+    // Keys stay in the shared database across runs and processes: make
+    // them unique to this process.
+    let pid = std::process::id();
+    let (run, latencies) = drive_keeping(vec![(); clients], window, |_, client, n| {
+        let key = format!("p{pid}-{}", fresh_key());
+        advance(&jobs, &ids[client][n % PER_CLIENT], key, &payload);
+    });
+    *out.borrow_mut() = latencies;
+    run
 }
 
 /// One client connection with the transition's prepared statements.

@@ -145,11 +145,15 @@ pub enum Command {
     Apply(ApplyArgs),
 }
 
-/// The database directory of a tool subcommand; it must exist.
+/// The database of a tool subcommand: a directory (it must exist) or a
+/// PostgreSQL URL.
 #[derive(Debug, Args)]
 pub struct DbArg {
-    /// The database directory (it must exist: tools never create a database).
-    #[arg(long, value_name = "DIR")]
+    /// The database: a sled directory (it must exist: tools never create a
+    /// database) or a PostgreSQL URL, `postgres://user@host:5432/dbname`
+    /// (`?schema=NAME` picks the schema; default `idemflow`; needs a build
+    /// with `--features postgres`).
+    #[arg(long, value_name = "DIR|URL")]
     pub db: PathBuf,
 }
 
@@ -164,10 +168,18 @@ pub struct JsonArg {
 /// Arguments of `demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Database directory (a temporary database if not given). It must not
-    /// already hold orders.
-    #[arg(long, value_name = "DIR")]
+    /// Database directory or PostgreSQL URL (`postgres://...`; a temporary
+    /// sled database if not given). It must not already hold orders.
+    #[arg(long, value_name = "DIR|URL")]
     pub db: Option<PathBuf>,
+    /// Run the demo across this many engine processes sharing the database
+    /// (needs `--db postgres://...`); the checks run over all of them.
+    #[arg(long, value_name = "P", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub processes: u64,
+    /// Internal: run as worker K of `--processes` (started by the demo itself).
+    #[arg(long, value_name = "K", hide = true)]
+    pub worker: Option<u64>,
     /// Number of orders to run.
     #[arg(long, value_name = "N", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]

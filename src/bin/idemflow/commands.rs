@@ -18,9 +18,50 @@ use crate::cli::{
 use crate::render::{group, or_dash, timestamp, Align, Table};
 use crate::{CliError, CliResult};
 
-/// Opens an existing database directory. Tools never create a database: a
-/// missing directory, or one without sled's data file, is an error.
+/// The PostgreSQL connection string `--db` holds, if it holds one
+/// (`postgres://` or `postgresql://`) rather than a directory.
+pub fn postgres_url(db: &Path) -> Option<&str> {
+    db.to_str()
+        .filter(|text| text.starts_with("postgres://") || text.starts_with("postgresql://"))
+}
+
+/// `--db` as it may be printed: a directory, or a URL without its password.
+pub fn describe_db(db: &Path) -> String {
+    match postgres_url(db) {
+        None => db.display().to_string(),
+        Some(url) => match (url.find("://"), url.find('@')) {
+            (Some(scheme), Some(at)) if scheme + 3 < at => {
+                let user = &url[scheme + 3..at];
+                let user = user.split(':').next().unwrap_or(user);
+                format!("{}{user}{}", &url[..scheme + 3], &url[at..])
+            }
+            _ => url.to_owned(),
+        },
+    }
+}
+
+/// Connects to a PostgreSQL database (built with the `postgres` feature).
+#[cfg(feature = "postgres")]
+pub fn connect(url: &str, durability: idemflow::Durability) -> CliResult<Engine> {
+    Ok(Engine::builder().durability(durability).connect(url)?)
+}
+
+/// Without the `postgres` feature, a PostgreSQL URL is a clear error.
+#[cfg(not(feature = "postgres"))]
+pub fn connect(_url: &str, _durability: idemflow::Durability) -> CliResult<Engine> {
+    Err(CliError::new(
+        "this idemflow was built without PostgreSQL support; rebuild it with `--features postgres`",
+    ))
+}
+
+/// Opens an existing database: a directory, or a PostgreSQL database given
+/// as a `postgres://` URL. Tools never create a sled database: a missing
+/// directory, or one without sled's data file, is an error. (On PostgreSQL,
+/// connecting creates idemflow's tables if the schema has none yet.)
 pub fn open_existing(dir: &Path) -> CliResult<Engine> {
+    if let Some(url) = postgres_url(dir) {
+        return connect(url, idemflow::Durability::Immediate);
+    }
     if !dir.exists() {
         return Err(CliError::new(format!(
             "database directory {} does not exist",
@@ -117,7 +158,7 @@ pub fn machines(args: &MachinesArgs) -> CliResult {
     if listed.is_empty() {
         return print_out(&format!(
             "no machine is stored in {}\n",
-            args.db.db.display()
+            describe_db(&args.db.db)
         ));
     }
     let mut out = String::new();

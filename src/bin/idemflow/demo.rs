@@ -23,12 +23,13 @@ use idemflow::{
     StateMachine,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::cli::DemoArgs;
 use crate::commands::{
-    demo_output_dir, graphviz_available, print_json, print_out, render_svg, write_file,
+    connect, demo_output_dir, describe_db, graphviz_available, postgres_url, print_json, print_out,
+    render_svg, write_file,
 };
 use crate::render::{group, Align, Table};
 use crate::{CliError, CliResult};
@@ -200,17 +201,21 @@ impl Rng {
     }
 }
 
-/// Counters of one client thread, merged at the end.
-#[derive(Debug, Default)]
+/// Counters of one client thread, merged at the end (and, with
+/// `--processes`, sent by each worker process to the first as JSON).
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Tally {
     sent: u64,
     applied: u64,
     noops: u64,
     replays: u64,
+    #[serde(deserialize_with = "static_keys")]
     rejected: BTreeMap<&'static str, u64>,
     unexpected: u64,
     unexpected_samples: Vec<String>,
+    #[serde(deserialize_with = "static_keys")]
     scenarios: BTreeMap<&'static str, u64>,
+    #[serde(deserialize_with = "static_keys")]
     faults: BTreeMap<&'static str, u64>,
     races: u64,
     races_with_one_winner: u64,
@@ -250,6 +255,27 @@ impl Tally {
     fn rejected_total(&self) -> u64 {
         self.rejected.values().sum()
     }
+}
+
+/// Reads a worker's counters: the names are the demo's own (error kinds,
+/// scenarios, faults), a small fixed set, so they are interned for the run.
+fn static_keys<'de, D>(deserializer: D) -> Result<BTreeMap<&'static str, u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let owned = BTreeMap::<String, u64>::deserialize(deserializer)?;
+    Ok(owned
+        .into_iter()
+        .map(|(name, count)| (&*Box::leak(name.into_boxed_str()), count))
+        .collect())
+}
+
+/// What a worker process reports: its counters and the charges of its orders.
+#[derive(Debug, Serialize, Deserialize)]
+struct WorkerReport {
+    tally: Tally,
+    /// (order index, applied payments) for every order it charged.
+    charges: Vec<(u64, u32)>,
 }
 
 /// The entity id of order number `index`.
@@ -604,6 +630,7 @@ struct Summary {
     seed: u64,
     durability: &'static str,
     database: Option<String>,
+    processes: u64,
     requests: RequestCounts,
     scenarios: BTreeMap<&'static str, u64>,
     injected_faults: BTreeMap<&'static str, u64>,
@@ -619,19 +646,17 @@ struct Summary {
     graph_note: Option<String>,
 }
 
-/// Opens the demo's database: temporary, or a directory that holds no orders yet.
+/// Opens the demo's database: temporary, a directory or a PostgreSQL
+/// database that holds no orders yet.
 fn open_database(db: Option<&Path>, durability: Durability) -> CliResult<Engine> {
     let builder = Engine::builder().durability(durability);
     let Some(dir) = db else {
         return Ok(builder.temporary()?);
     };
-    if dir.exists() && !dir.is_dir() {
-        return Err(CliError::new(format!(
-            "{} is not a directory; --db takes a database directory",
-            dir.display()
-        )));
-    }
-    let engine = builder.open(dir)?;
+    let engine = match postgres_url(dir) {
+        Some(url) => connect(url, durability)?,
+        None => open_directory(builder, dir)?,
+    };
     let has_orders = engine.machines()?.iter().any(|def| def.name == "order");
     if has_orders {
         let existing: u64 = engine
@@ -642,44 +667,48 @@ fn open_database(db: Option<&Path>, durability: Durability) -> CliResult<Engine>
             .sum();
         if existing > 0 {
             return Err(CliError::new(format!(
-                "{} already holds {existing} orders; the demo's checks need a database without orders: pass a new --db directory",
-                dir.display()
+                "{} already holds {existing} orders; the demo's checks need a database without orders: pass a new --db",
+                describe_db(dir)
             )));
         }
     }
     Ok(engine)
 }
 
-/// `idemflow demo`.
-pub fn run(args: &DemoArgs) -> CliResult {
-    let durability = if args.durable {
-        Durability::Immediate
-    } else {
-        Durability::Buffered
-    };
-    let engine = open_database(args.db.as_deref(), durability)?;
-    let orders = engine.machine::<OrderState>()?;
-    let count = args.orders;
-    let capacity = usize::try_from(count)
-        .map_err(|_| CliError::new(format!("{count} orders do not fit in memory here")))?;
-    let charges: Vec<AtomicU32> = (0..capacity).map(|_| AtomicU32::new(0)).collect();
+fn open_directory(builder: idemflow::EngineBuilder, dir: &Path) -> CliResult<Engine> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(CliError::new(format!(
+            "{} is not a directory; --db takes a database directory",
+            dir.display()
+        )));
+    }
+    Ok(builder.open(dir)?)
+}
 
-    let progress = progress_bar(count);
+/// Runs orders `first`, `first + step`, ... below `count` on `threads`
+/// client threads; returns their counters.
+fn drive(
+    orders: &Machine<OrderState>,
+    charges: &[AtomicU32],
+    args: &DemoArgs,
+    (first, step): (u64, u64),
+    progress: &ProgressBar,
+) -> Vec<Tally> {
+    let count = args.orders;
     let next = AtomicU64::new(0);
-    let started = Instant::now();
-    let tallies: Vec<Tally> = thread::scope(|scope| {
+    thread::scope(|scope| {
         let workers: Vec<_> = (0..args.threads)
             .map(|_| {
                 scope.spawn(|| {
                     let mut client = Client {
-                        orders: &orders,
-                        charges: &charges,
+                        orders,
+                        charges,
                         rate: args.duplicate_rate,
                         seed: args.seed,
                         tally: Tally::default(),
                     };
                     loop {
-                        let order = next.fetch_add(1, Ordering::Relaxed);
+                        let order = first + step * next.fetch_add(1, Ordering::Relaxed);
                         if order >= count {
                             break;
                         }
@@ -691,16 +720,153 @@ pub fn run(args: &DemoArgs) -> CliResult {
             })
             .collect();
         workers.into_iter().map(join).collect()
-    });
+    })
+}
+
+/// `idemflow demo --processes P --worker K`: runs orders K, K + P, ... and
+/// prints a [`WorkerReport`] as one JSON line.
+fn run_worker(args: &DemoArgs, worker: u64, durability: Durability) -> CliResult {
+    let url = args
+        .db
+        .as_deref()
+        .and_then(postgres_url)
+        .ok_or_else(|| CliError::new("a demo worker needs --db postgres://..."))?;
+    let engine = connect(url, durability)?;
+    let orders = engine.machine::<OrderState>()?;
+    let capacity = usize::try_from(args.orders)
+        .map_err(|_| CliError::new(format!("{} orders do not fit in memory here", args.orders)))?;
+    let charges: Vec<AtomicU32> = (0..capacity).map(|_| AtomicU32::new(0)).collect();
+    let tallies = drive(
+        &orders,
+        &charges,
+        args,
+        (worker, args.processes),
+        &ProgressBar::hidden(),
+    );
+    let mut tally = Tally::default();
+    for part in tallies {
+        tally.merge(part);
+    }
+    let report = WorkerReport {
+        tally,
+        charges: charges
+            .iter()
+            .enumerate()
+            .filter_map(|(index, count)| {
+                let count = count.load(Ordering::Relaxed);
+                (count > 0).then_some((index as u64, count))
+            })
+            .collect(),
+    };
+    let line = serde_json::to_string(&report)
+        .map_err(|error| CliError::new(format!("could not encode the worker report: {error}")))?;
+    print_out(&format!("{line}\n"))
+}
+
+/// Starts `--processes` worker processes (this program, `--worker K`) on the
+/// same database, waits for them and collects their counters and charges.
+fn run_workers(args: &DemoArgs, url: &str, charges: &[AtomicU32]) -> CliResult<Vec<Tally>> {
+    let program = std::env::current_exe().map_err(|error| {
+        CliError::new(format!(
+            "cannot find this program to start workers: {error}"
+        ))
+    })?;
+    let mut children = Vec::new();
+    for worker in 0..args.processes {
+        let mut command = std::process::Command::new(&program);
+        command
+            .arg("demo")
+            .args(["--db", url])
+            .args(["--orders", &args.orders.to_string()])
+            .args(["--threads", &args.threads.to_string()])
+            .args(["--seed", &args.seed.to_string()])
+            .args(["--duplicate-rate", &args.duplicate_rate.to_string()])
+            .args(["--processes", &args.processes.to_string()])
+            .args(["--worker", &worker.to_string()])
+            .stdout(std::process::Stdio::piped());
+        if args.durable {
+            command.arg("--durable");
+        }
+        let child = command.spawn().map_err(|error| {
+            CliError::new(format!("could not start demo worker {worker}: {error}"))
+        })?;
+        children.push(child);
+    }
+    let mut tallies = Vec::new();
+    let mut failures = Vec::new();
+    for (worker, child) in children.into_iter().enumerate() {
+        let output = child
+            .wait_with_output()
+            .map_err(|error| CliError::new(format!("demo worker {worker}: {error}")))?;
+        if !output.status.success() {
+            failures.push(format!("worker {worker} exited with {}", output.status));
+            continue;
+        }
+        let report: WorkerReport = serde_json::from_slice(&output.stdout).map_err(|error| {
+            CliError::new(format!(
+                "demo worker {worker} sent an unreadable report: {error}"
+            ))
+        })?;
+        for (index, count) in report.charges {
+            if let Some(slot) = usize::try_from(index)
+                .ok()
+                .and_then(|index| charges.get(index))
+            {
+                slot.fetch_add(count, Ordering::Relaxed);
+            }
+        }
+        tallies.push(report.tally);
+    }
+    if failures.is_empty() {
+        Ok(tallies)
+    } else {
+        Err(CliError::new(failures.join("; ")))
+    }
+}
+
+/// `idemflow demo`.
+pub fn run(args: &DemoArgs) -> CliResult {
+    let durability = if args.durable {
+        Durability::Immediate
+    } else {
+        Durability::Buffered
+    };
+    if let Some(worker) = args.worker {
+        return run_worker(args, worker, durability);
+    }
+    let url = args.db.as_deref().and_then(postgres_url);
+    if args.processes > 1 && url.is_none() {
+        return Err(CliError::new(
+            "--processes needs a database that several processes can share: --db postgres://...",
+        ));
+    }
+    let engine = open_database(args.db.as_deref(), durability)?;
+    let orders = engine.machine::<OrderState>()?;
+    let count = args.orders;
+    let capacity = usize::try_from(count)
+        .map_err(|_| CliError::new(format!("{count} orders do not fit in memory here")))?;
+    let charges: Vec<AtomicU32> = (0..capacity).map(|_| AtomicU32::new(0)).collect();
+
+    let started = Instant::now();
+    let tallies: Vec<Tally> = match url {
+        Some(url) if args.processes > 1 => run_workers(args, url, &charges)?,
+        _ => {
+            let progress = progress_bar(count);
+            let tallies = drive(&orders, &charges, args, (0, 1), &progress);
+            progress.finish_and_clear();
+            tallies
+        }
+    };
     let elapsed = started.elapsed();
-    progress.finish_and_clear();
     let mut tally = Tally::default();
     for part in tallies {
         tally.merge(part);
     }
 
     let report = check_invariants(&engine, &orders, count, &charges, &tally)?;
-    let (files, graph_note) = write_graphs(args.db.as_deref(), &orders, &report.final_states)?;
+    // Graph files go next to a sled database, or to ./idemflow-demo.
+    let graph_dir = args.db.as_deref().filter(|db| postgres_url(db).is_none());
+    let (files, graph_note) = write_graphs(graph_dir, &orders, &report.final_states)?;
     let summary = Summary {
         orders: count,
         threads: args.threads,
@@ -710,7 +876,8 @@ pub fn run(args: &DemoArgs) -> CliResult {
             Durability::Immediate => "immediate",
             Durability::Buffered => "buffered",
         },
-        database: args.db.as_ref().map(|dir| dir.display().to_string()),
+        database: args.db.as_deref().map(describe_db),
+        processes: args.processes,
         requests: RequestCounts {
             sent: tally.sent,
             applied: tally.applied,
@@ -1064,8 +1231,13 @@ fn render_summary(summary: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "idemflow demo: {} orders, {} client threads, fault rate {}, seed {}, durability {}",
+        "idemflow demo: {} orders, {}{} client threads, fault rate {}, seed {}, durability {}",
         group(summary.orders),
+        if summary.processes > 1 {
+            format!("{} processes x ", summary.processes)
+        } else {
+            String::new()
+        },
         summary.threads,
         summary.duplicate_rate,
         summary.seed,

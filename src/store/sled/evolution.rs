@@ -1,15 +1,13 @@
 //! Definition changes in sled: migrating a renamed state's records and
 //! index entries, and counting what stored data still uses a name.
 
-use std::collections::HashSet;
-
 use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
 
 use super::machine::SledMachine;
 use super::storage;
-use crate::definitions::unused;
-use crate::error::{Error, Missing, NameKind, Result};
+use crate::definitions::References;
+use crate::error::{Error, Missing, Result};
 use crate::store::codec::{self, decode_at};
 use crate::store::MachineStore;
 
@@ -66,58 +64,27 @@ impl SledMachine {
         states: &[String],
         events: &[String],
     ) -> Result<Vec<Missing>> {
-        let mut counts: Vec<Missing> = states
-            .iter()
-            .map(|name| unused(NameKind::State, name))
-            .chain(events.iter().map(|name| unused(NameKind::Event, name)))
-            .collect();
-        if counts.is_empty() {
-            return Ok(counts);
+        let mut references = References::new(states, events);
+        if references.is_empty() {
+            return Ok(references.finish());
         }
-        for count in counts.iter_mut().filter(|c| c.kind == NameKind::State) {
-            count.entities = self.count_in_state(&count.name)?;
+        let states: Vec<String> = references.states().map(str::to_owned).collect();
+        for state in &states {
+            references.in_state(state, self.count_in_state(state)?);
         }
-        // History: which entities' histories name each.
-        let mut named_by: Vec<HashSet<String>> = vec![HashSet::new(); counts.len()];
         for item in self.history.iter() {
             let (key, value) = item.map_err(storage("reading history"))?;
-            let entry = decode_at(&self.history_name, &key, || {
+            let (id, entry) = decode_at(&self.history_name, &key, || {
                 let (id, version) = codec::decode_history_key(&key)?;
                 Ok((id, codec::decode_change(version, &value)?))
             })?;
-            let (id, change) = entry;
-            for (index, count) in counts.iter().enumerate() {
-                let named = match count.kind {
-                    NameKind::State => {
-                        change.to == count.name || change.from.as_deref() == Some(&count.name)
-                    }
-                    NameKind::Event => change.event.as_deref() == Some(&count.name),
-                };
-                if named {
-                    named_by[index].insert(id.clone());
-                }
-            }
+            references.history_entry(&id, &entry);
         }
-        for (count, ids) in counts.iter_mut().zip(named_by) {
-            count.in_history = ids.len() as u64;
-        }
-        // Key records: their stored outcome.
         for item in self.keys.iter() {
             let (key, value) = item.map_err(storage("reading idempotency keys"))?;
             let record = self.decode_key_record(&key, &value)?;
-            let outcome = &record.outcome;
-            for count in &mut counts {
-                let named = match count.kind {
-                    NameKind::State => {
-                        outcome.state == count.name || outcome.from.as_deref() == Some(&count.name)
-                    }
-                    NameKind::Event => outcome.event.as_deref() == Some(&count.name),
-                };
-                if named {
-                    count.key_records += 1;
-                }
-            }
+            references.key_record(&record.outcome);
         }
-        Ok(counts)
+        Ok(references.finish())
     }
 }

@@ -241,7 +241,7 @@ impl StoreWriter for SledWriter {
         Ok(decisions)
     }
 
-    fn save_definition(&mut self, version: &DefinitionVersion) -> Result<()> {
+    fn save_definition(&mut self, version: &DefinitionVersion) -> Result<bool> {
         let def = &version.definition;
         self.shared.open_machine(&def.name)?;
         let key = format!("{DEFINITION_PREFIX}{}", def.name);
@@ -293,7 +293,9 @@ impl StoreWriter for SledWriter {
                 .insert(done_key.as_bytes(), codec::marker())
                 .map_err(storage("recording the key index state"))?;
         }
-        Ok(())
+        // Only this writer stores definitions: the stored version is the
+        // one the engine planned from.
+        Ok(true)
     }
 
     fn migrate_state(&mut self, machine: &str, from: &str, to: &str, budget: usize) -> Result<u64> {
