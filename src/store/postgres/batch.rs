@@ -266,7 +266,12 @@ pub(crate) fn begin(
     definition_keys: &[i64],
     lock_keys: &[i64],
 ) -> std::result::Result<(), postgres::Error> {
-    let list = |keys: &[i64]| keys.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let list = |keys: &[i64]| {
+        keys.iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     conn.client.simple_query(&format!(
         "BEGIN ISOLATION LEVEL READ COMMITTED; {}; \
          SELECT pg_advisory_xact_lock_shared(k) FROM unnest('{{{}}}'::int8[]) AS k; \
@@ -580,8 +585,7 @@ fn write(
     }
     let mut gone: (Vec<&str>, Vec<&[u8]>) = Default::default();
     #[allow(clippy::type_complexity)]
-    let mut armed: (Vec<&str>, Vec<&[u8]>, Vec<&[u8]>, Vec<i64>, Vec<Vec<u8>>) =
-        Default::default();
+    let mut armed: (Vec<&str>, Vec<&[u8]>, Vec<&[u8]>, Vec<i64>, Vec<Vec<u8>>) = Default::default();
     for (machine, key) in &timers.order {
         match timers.last.get(&(*machine, key.clone())) {
             Some(Some(timer)) => {

@@ -171,11 +171,9 @@ impl MachineStore for PgMachine {
     }
 
     fn references(&self, states: &[String], events: &[String]) -> Result<Vec<Missing>> {
-        self.shared
-            .pool
-            .run("counting what uses a name", |conn| {
-                definitions::references(conn, &self.machine, states, events)
-            })?
+        self.shared.pool.run("counting what uses a name", |conn| {
+            definitions::references(conn, &self.machine, states, events)
+        })?
     }
 }
 
