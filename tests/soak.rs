@@ -1,4 +1,4 @@
-//! The soak of `examples/soak.rs`, short: about 90 s in the default test run
+//! The soak of `examples/soak/`, short: about 90 s in the default test run
 //! (a debug build), under the watchdog. A hang fails the test with the
 //! report of where every thread is parked; it never stalls the run.
 //!
@@ -6,7 +6,7 @@
 //! runs it longer; the other `IDEMFLOW_SOAK_*` variables of the example apply
 //! too. The multi-hour runs use the example (`docs/reliability.md`).
 
-#[path = "../examples/soak.rs"]
+#[path = "../examples/soak/harness/mod.rs"]
 mod soak;
 
 use soak::{env_text, Config};
