@@ -2,20 +2,35 @@
 
 use std::path::Path;
 
-use idemflow::{Durability, Engine};
+use idemflow::testing::ManualClock;
+use idemflow::{Durability, Engine, EngineBuilder};
 
-use crate::commands::{connect, describe_db, postgres_url};
+use crate::commands::{connect_with, describe_db, postgres_url};
 use crate::{CliError, CliResult};
+
+/// The settings of every engine of the demo: the demo's clock, which it
+/// moves itself, and no background timer runner (the demo fires due timers
+/// with `run_due_timers` after moving the clock).
+pub(crate) fn demo_engine(durability: Durability, clock: &ManualClock) -> EngineBuilder {
+    Engine::builder()
+        .durability(durability)
+        .clock(clock.clone())
+        .timers(false)
+}
 
 /// Opens the demo's database: temporary, a directory or a PostgreSQL
 /// database that holds no orders yet.
-pub(crate) fn open_database(db: Option<&Path>, durability: Durability) -> CliResult<Engine> {
-    let builder = Engine::builder().durability(durability);
+pub(crate) fn open_database(
+    db: Option<&Path>,
+    durability: Durability,
+    clock: &ManualClock,
+) -> CliResult<Engine> {
+    let builder = demo_engine(durability, clock);
     let Some(dir) = db else {
         return Ok(builder.temporary()?);
     };
     let engine = match postgres_url(dir) {
-        Some(url) => connect(url, durability)?,
+        Some(url) => connect_with(builder, url)?,
         None => open_directory(builder, dir)?,
     };
     let has_orders = engine.machines()?.iter().any(|def| def.name == "order");
@@ -36,7 +51,7 @@ pub(crate) fn open_database(db: Option<&Path>, durability: Durability) -> CliRes
     Ok(engine)
 }
 
-pub(crate) fn open_directory(builder: idemflow::EngineBuilder, dir: &Path) -> CliResult<Engine> {
+pub(crate) fn open_directory(builder: EngineBuilder, dir: &Path) -> CliResult<Engine> {
     if dir.exists() && !dir.is_dir() {
         return Err(CliError::new(format!(
             "{} is not a directory; --db takes a database directory",

@@ -1,6 +1,12 @@
 //! The demo's order machine and what counts as a charge.
 
+use std::time::Duration;
+
 use idemflow::{Outcome, StateMachine};
+
+/// How long a submitted order waits for its payment: the `Submitted`
+/// state's declared timeout (keep the two equal).
+pub(crate) const PAYMENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The life of an order in a shop.
 #[derive(StateMachine, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -9,7 +15,9 @@ pub enum OrderState {
     /// Being filled by the customer; not yet submitted.
     #[on(submit = Submitted, cancel = Cancelled)]
     Draft,
-    /// Submitted by the customer, waiting for payment.
+    /// Submitted by the customer, waiting for payment; cancelled if unpaid
+    /// after 30 minutes.
+    #[timeout(after = "30m", fire = cancel)]
     #[on(pay = Paid, cancel = Cancelled)]
     Submitted,
     /// Paid: the customer's card was charged.

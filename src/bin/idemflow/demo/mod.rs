@@ -3,11 +3,17 @@
 //! requests, followed by the engine's invariant checks and a summary.
 //!
 //! Every order runs one scenario (ship, refund, cancel in draft, pay racing
-//! cancel, or a stampede of identical payments) chosen by a seeded generator;
+//! cancel, a stampede of identical payments, pay just before the payment
+//! timeout, pay racing it, or never pay) chosen by a seeded generator;
 //! faults are injected with the `--duplicate-rate` probability. Every request
 //! states the outcome the scenario expects (except racing ones, whose winner
 //! is up to the scheduler), so the demo also checks that the engine answers
 //! each one as SPEC section 3 says.
+//!
+//! Time is the demo's: every engine runs on a [`ManualClock`] without the
+//! background timer runner, and [`timeline`] moves the clock through the
+//! phases of [`scenarios::Phase`], firing due timeouts with
+//! `run_due_timers`.
 
 mod database;
 mod expect;
@@ -16,13 +22,15 @@ mod machine;
 mod scenarios;
 mod summary;
 mod tally;
+mod timeline;
 mod workers;
 
 use std::io::IsTerminal;
 use std::sync::atomic::AtomicU32;
 use std::thread::ScopedJoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use idemflow::testing::ManualClock;
 use idemflow::Durability;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -34,7 +42,8 @@ use invariants::check_invariants;
 use machine::OrderState;
 use summary::{render_summary, write_graphs, RequestCounts, Summary};
 use tally::Tally;
-use workers::{drive, run_worker, run_workers};
+use timeline::Process;
+use workers::{run_worker, run_workers};
 
 /// Waits for a scoped thread, passing on its panic (an engine bug) as is.
 pub(crate) fn join<T>(handle: ScopedJoinHandle<'_, T>) -> T {
@@ -59,7 +68,9 @@ pub fn run(args: &DemoArgs) -> CliResult {
             "--processes needs a database that several processes can share: --db postgres://...",
         ));
     }
-    let engine = open_database(args.db.as_deref(), durability)?;
+    let clock_ms = args.clock_ms.unwrap_or_else(now_ms);
+    let clock = ManualClock::new(clock_ms);
+    let engine = open_database(args.db.as_deref(), durability, &clock)?;
     let orders = engine.machine::<OrderState>()?;
     let count = args.orders;
     let capacity = usize::try_from(count)
@@ -68,12 +79,23 @@ pub fn run(args: &DemoArgs) -> CliResult {
 
     let started = Instant::now();
     let tallies: Vec<Tally> = match url {
-        Some(url) if args.processes > 1 => run_workers(args, url, &charges)?,
+        Some(url) if args.processes > 1 => run_workers(args, url, clock_ms, &charges)?,
         _ => {
             let progress = progress_bar(count);
-            let tallies = drive(&orders, &charges, args, (0, 1), &progress);
+            let process = Process {
+                engine: &engine,
+                orders: &orders,
+                clock: &clock,
+                charges: &charges,
+                args,
+                first: 0,
+                step: 1,
+                progress: &progress,
+            };
+            // Alone, nobody to wait for between phases.
+            let tally = process.drive(&mut |_| Ok(()))?;
             progress.finish_and_clear();
-            tallies
+            vec![tally]
         }
     };
     let elapsed = started.elapsed();
@@ -110,6 +132,8 @@ pub fn run(args: &DemoArgs) -> CliResult {
         final_states: report.final_states,
         orders_charged: report.orders_charged,
         orders_charged_twice: report.orders_charged_twice,
+        orders_cancelled_by_timeout: report.orders_cancelled_by_timeout,
+        timer_firings: tally.timer_firings,
         all_checks_passed: report.checks.iter().all(|check| check.pass),
         checks: report.checks,
         unexpected_outcomes: tally.unexpected_samples.clone(),
@@ -133,6 +157,15 @@ pub fn run(args: &DemoArgs) -> CliResult {
         )));
     }
     Ok(())
+}
+
+/// The real time, where the demo's clock starts (ms since the epoch).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 fn per_second(requests: u64, elapsed: Duration) -> f64 {

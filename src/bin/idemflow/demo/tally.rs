@@ -28,6 +28,19 @@ pub(crate) struct Tally {
     pub(crate) races_won_by_pay: u64,
     pub(crate) stampedes: u64,
     pub(crate) stampedes_with_one_payment: u64,
+    /// Payments sent while the timeout fired.
+    #[serde(default)]
+    pub(crate) timeout_races: u64,
+    /// Of those, payments that applied (the timeout found the order paid).
+    #[serde(default)]
+    pub(crate) timeout_races_won_by_pay: u64,
+    /// Of those, payments refused because the timeout had cancelled the order.
+    #[serde(default)]
+    pub(crate) timeout_races_won_by_timeout: u64,
+    /// Timers this process's `run_due_timers` calls processed (a timer that
+    /// several processes fire counts in each).
+    #[serde(default)]
+    pub(crate) timer_firings: u64,
 }
 
 impl Tally {
@@ -56,6 +69,10 @@ impl Tally {
         self.races_won_by_pay += other.races_won_by_pay;
         self.stampedes += other.stampedes;
         self.stampedes_with_one_payment += other.stampedes_with_one_payment;
+        self.timeout_races += other.timeout_races;
+        self.timeout_races_won_by_pay += other.timeout_races_won_by_pay;
+        self.timeout_races_won_by_timeout += other.timeout_races_won_by_timeout;
+        self.timer_firings += other.timer_firings;
     }
 
     pub(crate) fn rejected_total(&self) -> u64 {

@@ -2,15 +2,12 @@
 //! the engine answered against what each scenario expects.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Barrier;
-use std::thread;
 
 use idemflow::{Machine, Outcome, Request, Result as EngineResult};
 use serde_json::json;
 
-use super::{Rng, Scenario, STAMPEDE_SIZE};
+use super::{Later, Phase, Rng, Scenario};
 use crate::demo::expect::{Expect, Got};
-use crate::demo::join;
 use crate::demo::machine::{is_charge, order_id, OrderEvent, OrderState};
 use crate::demo::tally::{Tally, UNEXPECTED_SAMPLES};
 
@@ -22,6 +19,8 @@ pub(crate) struct Client<'a> {
     pub(crate) rate: f64,
     pub(crate) seed: u64,
     pub(crate) tally: Tally,
+    /// Orders whose scenario continues in a later phase.
+    pub(crate) later: Vec<Later>,
 }
 
 impl Client<'_> {
@@ -105,7 +104,8 @@ impl Client<'_> {
         got
     }
 
-    /// Runs order number `order` through its scenario.
+    /// Runs order number `order` through its scenario, up to its
+    /// submission if the rest belongs to a later phase (kept in `later`).
     pub(crate) fn run_order(&mut self, order: u64) {
         let id = order_id(order);
         let mut rng = Rng::new(self.seed ^ order.wrapping_mul(0x2545_f491_4f6c_dd1d));
@@ -125,9 +125,7 @@ impl Client<'_> {
 
         let scenario = Scenario::pick(&mut rng);
         *self.tally.scenarios.entry(scenario.name()).or_default() += 1;
-        let cancel = Request::fire(OrderEvent::Cancel)
-            .key(key("cancel"))
-            .actor("customer");
+        let cancel = cancel_request(&id);
         if scenario == Scenario::CancelDraft {
             self.deliver(&mut rng, order, "cancel", cancel.clone());
             if rng.chance(self.rate) {
@@ -167,6 +165,27 @@ impl Client<'_> {
             );
         }
 
+        if scenario.phase() == Phase::Start {
+            self.finish(order, scenario, &mut rng);
+        } else {
+            self.later.push(Later {
+                order,
+                scenario,
+                rng,
+            });
+        }
+    }
+
+    /// Runs the rest of an order left for a later phase.
+    pub(crate) fn run_later(&mut self, mut later: Later) {
+        self.finish(later.order, later.scenario, &mut later.rng);
+    }
+
+    /// The rest of a submitted order's scenario: payment (or not), then
+    /// shipment or refund, with faults.
+    fn finish(&mut self, order: u64, scenario: Scenario, rng: &mut Rng) {
+        let id = order_id(order);
+        let key = |step: &str| format!("{id}/{step}");
         let pay = Request::to(OrderState::Paid)
             .key(key("pay"))
             .payload(json!({ "amount_cents": 500 + order % 20_000, "currency": "EUR" }))
@@ -177,9 +196,26 @@ impl Client<'_> {
             .payload(json!({ "carrier": carrier }))
             .actor("warehouse");
         let paid = match scenario {
-            Scenario::PayCancelRace => self.race(order, pay.clone(), cancel),
+            Scenario::PayCancelRace => self.race(order, pay.clone(), cancel_request(&id)),
             Scenario::PayStampede => self.stampede(order, &pay),
-            Scenario::Ship | Scenario::Refund | Scenario::CancelDraft => {
+            Scenario::PayRacingTimeout => self.pay_at_timeout(order, pay.clone()),
+            Scenario::Abandoned => {
+                if rng.chance(self.rate) {
+                    // The payment arrives after the timeout cancelled the order.
+                    self.fault("payment after the timeout");
+                    self.send(
+                        order,
+                        "pay after the timeout",
+                        pay.clone(),
+                        Expect::Rejected("InvalidTransition"),
+                    );
+                }
+                false
+            }
+            Scenario::Ship
+            | Scenario::Refund
+            | Scenario::CancelDraft
+            | Scenario::PayBeforeTimeout => {
                 if scenario == Scenario::Ship && rng.chance(self.rate) {
                     // The warehouse's event overtakes the payment. The error is
                     // not stored under the key: the same request succeeds later.
@@ -191,7 +227,7 @@ impl Client<'_> {
                         Expect::Rejected("InvalidTransition"),
                     );
                 }
-                self.deliver(&mut rng, order, "pay", pay.clone()) == Got::Applied
+                self.deliver(rng, order, "pay", pay.clone()) == Got::Applied
             }
         };
         if !paid {
@@ -217,7 +253,7 @@ impl Client<'_> {
         } else {
             (ship, OrderState::Shipped, "ship")
         };
-        self.deliver(&mut rng, order, last_name, last);
+        self.deliver(rng, order, last_name, last);
         if rng.chance(self.rate) {
             // The payment service never saw its answer and retries after the
             // order moved on: it gets the original outcome, not a second charge.
@@ -239,77 +275,11 @@ impl Client<'_> {
             );
         }
     }
+}
 
-    /// Pay and cancel at the same moment from two threads: exactly one
-    /// applies, the other is an invalid transition. Returns whether pay won.
-    pub(crate) fn race(
-        &mut self,
-        order: u64,
-        pay: Request<OrderState>,
-        cancel: Request<OrderState>,
-    ) -> bool {
-        let id = order_id(order);
-        let orders = self.orders;
-        let barrier = Barrier::new(2);
-        let (paid, cancelled) = thread::scope(|scope| {
-            let canceller = scope.spawn(|| {
-                barrier.wait();
-                orders.apply(&id, cancel)
-            });
-            barrier.wait();
-            let paid = orders.apply(&id, pay);
-            (paid, join(canceller))
-        });
-        let pay_got = self.record(order, "pay (racing cancel)", &paid, Expect::Racing);
-        let cancel_got = self.record(order, "cancel (racing pay)", &cancelled, Expect::Racing);
-        let loser_refused = Got::Rejected("InvalidTransition");
-        let one_winner = matches!(
-            (pay_got, cancel_got),
-            (Got::Applied, got) | (got, Got::Applied) if got == loser_refused
-        );
-        self.tally.races += 1;
-        if one_winner {
-            self.tally.races_with_one_winner += 1;
-        }
-        if pay_got == Got::Applied {
-            self.tally.races_won_by_pay += 1;
-        }
-        pay_got == Got::Applied
-    }
-
-    /// The same keyed payment from several threads at once: exactly one
-    /// applies and the others replay it. Returns whether it was paid.
-    pub(crate) fn stampede(&mut self, order: u64, pay: &Request<OrderState>) -> bool {
-        let id = order_id(order);
-        let orders = self.orders;
-        let barrier = Barrier::new(STAMPEDE_SIZE);
-        let results = thread::scope(|scope| {
-            let others: Vec<_> = (1..STAMPEDE_SIZE)
-                .map(|_| {
-                    scope.spawn(|| {
-                        barrier.wait();
-                        orders.apply(&id, pay.clone())
-                    })
-                })
-                .collect();
-            barrier.wait();
-            let mine = orders.apply(&id, pay.clone());
-            std::iter::once(mine)
-                .chain(others.into_iter().map(join))
-                .collect::<Vec<_>>()
-        });
-        let gots: Vec<Got> = results
-            .iter()
-            .map(|result| self.record(order, "pay (identical, concurrent)", result, Expect::Racing))
-            .collect();
-        let applied = gots.iter().filter(|got| **got == Got::Applied).count();
-        let others_fine = gots
-            .iter()
-            .all(|got| matches!(got, Got::Applied | Got::Replay | Got::NoOp));
-        self.tally.stampedes += 1;
-        if applied == 1 && others_fine {
-            self.tally.stampedes_with_one_payment += 1;
-        }
-        applied >= 1
-    }
+/// The cancellation a customer sends.
+fn cancel_request(id: &str) -> Request<OrderState> {
+    Request::fire(OrderEvent::Cancel)
+        .key(format!("{id}/cancel"))
+        .actor("customer")
 }

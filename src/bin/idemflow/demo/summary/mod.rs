@@ -62,6 +62,11 @@ pub(crate) struct Summary {
     pub(crate) final_states: Vec<(String, u64)>,
     pub(crate) orders_charged: u64,
     pub(crate) orders_charged_twice: u64,
+    /// Orders the payment timeout cancelled (their history says so).
+    pub(crate) orders_cancelled_by_timeout: u64,
+    /// Timers the processes' `run_due_timers` calls processed, summed (one
+    /// timer fired by several processes counts in each).
+    pub(crate) timer_firings: u64,
     pub(crate) checks: Vec<Check>,
     pub(crate) all_checks_passed: bool,
     pub(crate) unexpected_outcomes: Vec<String>,

@@ -75,6 +75,10 @@ pub(crate) fn render_summary(summary: &Summary) -> String {
         "charged twice".into(),
         group(summary.orders_charged_twice),
     ]);
+    table.row(vec![
+        "cancelled by the payment timeout".into(),
+        group(summary.orders_cancelled_by_timeout),
+    ]);
     out.push('\n');
     out.push_str(&table.render());
 

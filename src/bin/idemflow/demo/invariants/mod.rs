@@ -1,6 +1,8 @@
 //! The invariant checks: every order read back and compared with its
 //! history, the state index, the outbox and what the clients saw.
 
+mod timeouts;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -12,6 +14,7 @@ use super::summary::Check;
 use super::tally::Tally;
 use crate::render::group;
 use crate::CliResult;
+use timeouts::TimeoutWalk;
 
 /// What the invariant checks found.
 pub(crate) struct InvariantReport {
@@ -19,6 +22,8 @@ pub(crate) struct InvariantReport {
     pub(crate) final_states: Vec<(String, u64)>,
     pub(crate) orders_charged: u64,
     pub(crate) orders_charged_twice: u64,
+    /// Orders the payment timeout cancelled.
+    pub(crate) orders_cancelled_by_timeout: u64,
 }
 
 /// Reads back every order, its history, the state index and the outbox, and
@@ -39,6 +44,7 @@ pub(crate) fn check_invariants(
     let mut charge_mismatches = Vec::new();
     let (mut orders_charged, mut orders_charged_twice, mut paid_by_history) = (0u64, 0u64, 0u64);
 
+    let mut timeouts = TimeoutWalk::default();
     for order in 0..count {
         let id = order_id(order);
         let Some(entity) = orders.get(&id)? else {
@@ -47,6 +53,7 @@ pub(crate) fn check_invariants(
         };
         let history = orders.history(&id)?;
         history_entries += history.len() as u64;
+        timeouts.visit(&id, &history);
         let contiguous = history
             .iter()
             .enumerate()
@@ -133,24 +140,28 @@ pub(crate) fn check_invariants(
             ));
         }
     }
+    // The clients' applied requests, and the cancellations the timeouts applied.
+    let applied = tally.applied + timeouts.cancelled_by_timeout;
     let outbox_ok = outbox_mismatches.is_empty()
         && foreign == 0
         && order_events == history_entries
-        && order_events == tally.applied;
+        && order_events == applied;
     checks.push(Check::new(
         "the outbox holds exactly one event per applied change",
         outbox_ok,
         if outbox_ok {
             format!(
-                "{} events = {} applied requests, versions 1..=v per order",
+                "{} events = {} applied requests + {} timeouts, versions 1..=v per order",
                 group(order_events),
-                group(tally.applied)
+                group(tally.applied),
+                group(timeouts.cancelled_by_timeout)
             )
         } else {
             format!(
-                "{} events, {} applied requests, {} history entries, {} events of unknown orders, {} orders mismatched; first: {}",
+                "{} events, {} applied requests, {} timeouts, {} history entries, {} events of unknown orders, {} orders mismatched; first: {}",
                 order_events,
                 tally.applied,
+                timeouts.cancelled_by_timeout,
                 history_entries,
                 foreign,
                 outbox_mismatches.len(),
@@ -236,6 +247,7 @@ pub(crate) fn check_invariants(
             group(tally.stampedes)
         ),
     ));
+    checks.push(timeouts.check(engine, tally)?);
     checks.push(Check::new(
         "every other request got the outcome SPEC section 3 prescribes",
         tally.unexpected == 0,
@@ -259,5 +271,6 @@ pub(crate) fn check_invariants(
         final_states,
         orders_charged,
         orders_charged_twice,
+        orders_cancelled_by_timeout: timeouts.cancelled_by_timeout,
     })
 }
