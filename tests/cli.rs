@@ -152,7 +152,19 @@ fn demo_passes_every_invariant_check() {
     ));
     assert!(out.contains("PASS"), "{out}");
     assert!(!out.contains("FAIL"), "{out}");
-    assert_eq!(out.matches("PASS").count(), 7, "{out}");
+    assert_eq!(out.matches("PASS").count(), 8, "{out}");
+    assert!(
+        out.contains("PASS  no paid order was ever cancelled by a timeout"),
+        "{out}"
+    );
+    // The payment timeout cancelled the abandoned orders (and the payments
+    // that lost their race against it): some, for 200 orders.
+    let by_timeout = out
+        .lines()
+        .find_map(|line| line.strip_prefix("cancelled by the payment timeout"))
+        .and_then(|count| count.trim().replace(',', "").parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no timeout count in the summary:\n{out}"));
+    assert!(by_timeout > 0, "{out}");
     for word in [
         "sent",
         "applied",
@@ -229,9 +241,30 @@ fn demo_json_on_a_temporary_database() {
         .iter()
         .all(|check| check["pass"] == true));
     assert_eq!(summary["orders_charged_twice"], 0);
+    assert_timeouts_checked(&summary);
     // Without --db, the graphs go to ./idemflow-demo/.
     assert!(work.path().join("idemflow-demo/order.dot").is_file());
     assert!(work.path().join("idemflow-demo/order.mmd").is_file());
+}
+
+/// The demo's summary says that the payment timeout cancelled some orders,
+/// fired by `run_due_timers`, and that none of them had been paid.
+fn assert_timeouts_checked(summary: &Value) {
+    let check = summary["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|check| check["name"] == "no paid order was ever cancelled by a timeout")
+        .unwrap_or_else(|| panic!("no timeout check: {summary}"));
+    assert_eq!(check["pass"], true, "{check}");
+    let cancelled = summary["orders_cancelled_by_timeout"]
+        .as_u64()
+        .expect("orders_cancelled_by_timeout");
+    assert!(cancelled > 0, "{summary}");
+    assert!(
+        summary["timer_firings"].as_u64() >= Some(cancelled),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -965,6 +998,7 @@ fn tools_and_a_four_process_demo_work_on_postgres() {
     let summary: Value = serde_json::from_str(&demo).unwrap();
     assert_eq!(summary["all_checks_passed"], Value::Bool(true), "{demo}");
     assert_eq!(summary["processes"], 4);
+    assert_timeouts_checked(&summary);
     let machines: Value = serde_json::from_str(&ok(run_in(
         cwd.path(),
         &["machines", "--db", &url, "--json"],

@@ -23,9 +23,12 @@ Examples:
 
 The demo runs every order through the engine with idempotency keys, injecting
 duplicate deliveries, retries after lost responses, out-of-order events and
-concurrent conflicting requests, then checks the invariants (versions equal
+concurrent conflicting requests; a submitted order unpaid for 30 minutes (on
+the demo's own clock) is cancelled by its timeout, some payments come just
+before it and some race it. Then it checks the invariants (versions equal
 history lengths, one outbox event per change, no order charged twice, the state
-index agrees with the records). Exit code 1 if any check fails.
+index agrees with the records, no paid order cancelled by a timeout). Exit code
+1 if any check fails.
 
 Without --db the database is temporary and the DOT/Mermaid/SVG files of the
 order machine go to ./idemflow-demo/; with --db they go into DIR.";
@@ -109,8 +112,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the order lifecycle under duplicates, retries, out-of-order events
-    /// and races, then check the engine's invariants.
+    /// Run the order lifecycle under duplicates, retries, out-of-order events,
+    /// races and a payment timeout, then check the engine's invariants.
     #[command(after_help = DEMO_EXAMPLES)]
     Demo(DemoArgs),
     /// List the stored machines with their entity counts per state.
@@ -180,6 +183,10 @@ pub struct DemoArgs {
     /// Internal: run as worker K of `--processes` (started by the demo itself).
     #[arg(long, value_name = "K", hide = true)]
     pub worker: Option<u64>,
+    /// Internal: where the demo's clock starts (ms since the epoch), so that
+    /// every worker process's clock starts at the same time.
+    #[arg(long, value_name = "MS", hide = true)]
+    pub clock_ms: Option<u64>,
     /// Number of orders to run.
     #[arg(long, value_name = "N", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]

@@ -41,14 +41,19 @@ pub fn describe_db(db: &Path) -> String {
 }
 
 /// Connects to a PostgreSQL database (built with the `postgres` feature).
-#[cfg(feature = "postgres")]
 pub fn connect(url: &str, durability: idemflow::Durability) -> CliResult<Engine> {
-    Ok(Engine::builder().durability(durability).connect(url)?)
+    connect_with(Engine::builder().durability(durability), url)
+}
+
+/// Connects to a PostgreSQL database with this builder's settings.
+#[cfg(feature = "postgres")]
+pub fn connect_with(builder: idemflow::EngineBuilder, url: &str) -> CliResult<Engine> {
+    Ok(builder.connect(url)?)
 }
 
 /// Without the `postgres` feature, a PostgreSQL URL is a clear error.
 #[cfg(not(feature = "postgres"))]
-pub fn connect(_url: &str, _durability: idemflow::Durability) -> CliResult<Engine> {
+pub fn connect_with(_builder: idemflow::EngineBuilder, _url: &str) -> CliResult<Engine> {
     Err(CliError::new(
         "this idemflow was built without PostgreSQL support; rebuild it with `--features postgres`",
     ))
