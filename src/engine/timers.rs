@@ -172,7 +172,7 @@ impl EngineInner {
         let mut processed = 0;
         loop {
             let now = self.clock.now_ms();
-            let due = self.store.due_timers(now, FIRE_ROUND)?;
+            let due = earliest_per_entity(self.store.due_timers(now, FIRE_ROUND)?);
             observe::timers_due(due.len());
             if due.is_empty() {
                 return Ok(processed);
@@ -256,4 +256,16 @@ impl EngineInner {
         });
         Ok(self.run_task(task, "removing a fired timer")? > 0)
     }
+}
+
+/// Keeps each entity's first timer of a round (the list is in due order):
+/// an entity's later timers wait for the next round, after the earlier one
+/// has fired and whatever it disarmed is gone. So an entity's timers fire one
+/// after the other in due order, and a timeout that an earlier timer's
+/// firing disarms is never fired (nor counted).
+fn earliest_per_entity(due: Vec<(String, TimerRecord)>) -> Vec<(String, TimerRecord)> {
+    let mut seen = std::collections::HashSet::new();
+    due.into_iter()
+        .filter(|(machine, timer)| seen.insert((machine.clone(), timer.id.clone())))
+        .collect()
 }

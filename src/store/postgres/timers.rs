@@ -7,7 +7,8 @@
 //! `UPDATE ... SET claimable_at = now + CLAIM` over the rows picked with
 //! `FOR UPDATE SKIP LOCKED` among those claimable at `now`, so two processes
 //! claiming at once take disjoint sets, and a claimed timer is not handed
-//! out again until its claim lapses. The claiming process fires it through
+//! out again until its claim lapses. Only an entity's earliest pending timer
+//! is claimable, so an entity's timers fire in due order across processes. The claiming process fires it through
 //! the write path, which removes the row in the atomic step of the request.
 //! A process that dies (or fails to fire) leaves the row behind; another
 //! process claims it once the claim lapses. Firing twice is safe anyway: a
@@ -32,9 +33,18 @@ type PgResult<T> = std::result::Result<T, postgres::Error>;
 /// fire soon after.
 pub(crate) const CLAIM_MS: u64 = 10_000;
 
+/// Claims due timers, in due order, at most one per entity: the entity's
+/// earliest pending timer (claimed by another process or not). So a later
+/// timer of an entity never fires before an earlier one, also when several
+/// processes fire at once (a payment scheduled for minute 31 cannot overtake
+/// the timeout due at minute 30 by being claimed in another batch).
 const CLAIM: &str = "\
 WITH due AS (
-    SELECT machine, key FROM timers WHERE claimable_at <= $1
+    SELECT machine, key FROM timers t WHERE claimable_at <= $1
+      AND NOT EXISTS (
+        SELECT 1 FROM timers earlier
+        WHERE earlier.machine = t.machine AND earlier.id = t.id
+          AND (earlier.due_at, earlier.key) < (t.due_at, t.key))
     ORDER BY claimable_at LIMIT $2 FOR UPDATE SKIP LOCKED
 )
 UPDATE timers t SET claimable_at = $3
