@@ -36,8 +36,7 @@ use crate::store::codec;
 type PgResult<T> = std::result::Result<T, postgres::Error>;
 
 const VERSION: &str = "SELECT version FROM definitions WHERE machine = $1";
-const CURRENT: &str =
-    "SELECT version, at, changes, definition FROM definitions WHERE machine = $1";
+const CURRENT: &str = "SELECT version, at, changes, definition FROM definitions WHERE machine = $1";
 const LOG: &str = "SELECT version, at, changes, definition FROM definition_log \
      WHERE machine = $1 ORDER BY n";
 const TO_LOG: &str = "\

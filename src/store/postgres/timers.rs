@@ -139,9 +139,7 @@ pub(crate) fn decode_removed(
     key: &[u8],
     value: Option<Vec<u8>>,
 ) -> Result<Option<TimerRecord>> {
-    value
-        .map(|value| decode(machine, key, &value))
-        .transpose()
+    value.map(|value| decode(machine, key, &value)).transpose()
 }
 
 /// The pending timer of `machine` with this stored key.
@@ -163,8 +161,7 @@ pub(crate) fn one(shared: &Shared, machine: &str, key: &[u8]) -> Result<Option<T
 pub(crate) fn of_entity(shared: &Shared, machine: &str, id: &str) -> Result<Vec<TimerRecord>> {
     let rows = shared.pool.run("reading timers", |conn| {
         let statement = conn.prepared(OF_ENTITY)?;
-        conn.client
-            .query(&statement, &[&machine, &id.as_bytes()])
+        conn.client.query(&statement, &[&machine, &id.as_bytes()])
     })?;
     decode_rows(machine, &rows)
 }
