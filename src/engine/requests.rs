@@ -183,7 +183,11 @@ impl EngineInner {
         let fingerprints: Arc<[Fingerprint]> = live.rules.fingerprints(id, request).into();
         let now = self.clock.now_ms();
         let guards = runtime.guards();
+        // Without guards to run, a keyed request goes to the writer unread
+        // when the store would rather not read first (the writer reads the
+        // key under its locks and answers a replay itself).
         let key_record = match &stored_key {
+            Some(_) if guards.is_empty() && !runtime.store.pre_reads_keys() => None,
             Some(key) => runtime.store.key_record(key)?,
             None => None,
         };
@@ -264,7 +268,9 @@ impl EngineInner {
         let stored_key = create.stored_key();
         let create = Arc::new(create);
         let now = self.clock.now_ms();
+        // As in `prepare`: a keyed creation may go to the writer unread.
         let key_record = match &stored_key {
+            Some(_) if !runtime.store.pre_reads_keys() => None,
             Some(key) => runtime.store.key_record(key)?,
             None => None,
         };

@@ -263,4 +263,15 @@ pub(crate) trait MachineStore: Send + Sync {
     /// names it, and the key records whose stored outcome names it. Scans
     /// history and keys: for definition changes only.
     fn references(&self, states: &[String], events: &[String]) -> Result<Vec<Missing>>;
+
+    /// Whether a caller should read a request's idempotency key before it
+    /// hands the request to the writer (to answer a replay without the
+    /// writer). `true` when a read is cheap next to a write (sled: a
+    /// lookup in memory); `false` when it is a round trip to a server that
+    /// the writer makes anyway, under its locks (PostgreSQL: the writer
+    /// loads the key with the entity). Either way the writer decides on
+    /// what it reads under its locks; the caller's read only saves work.
+    fn pre_reads_keys(&self) -> bool {
+        true
+    }
 }

@@ -21,9 +21,9 @@
 //! - [`pool`]: connections and the small reader pool;
 //! - [`schema`]: tables, created and upgraded on connect, versioned;
 //! - [`locks`]: advisory lock keys;
-//! - [`batch`]: one batch of requests = one transaction (the isolation
-//!   scheme is argued there, and how each commit checks the definition
-//!   version);
+//! - [`batch`]: one batch of requests = one transaction in two round
+//!   trips (the isolation scheme is argued there, and how each commit
+//!   checks the definition version);
 //! - [`definitions`]: definition versions and their log, storing a version
 //!   while other processes commit, migrating renamed states;
 //! - [`timers`]: the timers table and claims (timers fire once in effect
@@ -35,6 +35,21 @@
 //! - [`outbox`]: the outbox horizon (commit order across processes) and
 //!   what "durable" means here;
 //! - [`listen`]: `LISTEN/NOTIFY` for subscriptions.
+//!
+//! # Round trips
+//!
+//! A request with an idempotency key costs, with one caller, two round
+//! trips to the server: `BEGIN`, the locks and the load in one simple
+//! query; the write and `COMMIT` in another (`batch/load.rs`,
+//! `batch/write.rs`). The blocking client sends one extended-protocol
+//! statement per round trip, so the batch's statements are prepared once
+//! per connection (`PREPARE`) and sent with `EXECUTE` and literal
+//! arguments in multi-statement simple queries. The caller does not read
+//! the key first ([`MachineStore::pre_reads_keys`] is `false` here): that
+//! read would be a third round trip, and the writer reads the key under
+//! its locks anyway (a replay is answered by the writer, from a
+//! transaction that writes nothing). Requests without a key, or with
+//! guards to run, are read by the caller first as on sled.
 //!
 //! # Durability
 //!

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 
 use postgres::{Client, NoTls, Statement};
 
+use super::batch;
 use super::config::PgOptions;
 use super::retry::{classify, connection_lost, Backoff, Retry};
 use crate::error::{Error, Result};
@@ -54,12 +55,15 @@ impl Conn {
     }
 
     /// A connection for the writer: [`open`](Conn::open), plus planner
-    /// settings that keep a batch's statements on index lookups. Their
-    /// joins with `unnest($n)` arrays are planned once (generic plans) with
-    /// a guess of 10 array rows; on a small or freshly loaded table the
-    /// planner would pick a hash join over a sequential scan, which costs a
-    /// full scan per batch once the table is large. Every statement the
-    /// writer runs has an index path.
+    /// settings that keep a batch's statements on index lookups, the
+    /// batch's two statements prepared (`idemflow_load`, `idemflow_write`:
+    /// a batch sends them with `EXECUTE` in simple queries, see
+    /// `batch/literal.rs`) and the literal formats those rely on. The
+    /// statements' joins with `unnest($n)` arrays are planned once (generic
+    /// plans) with a guess of 10 array rows; on a small or freshly loaded
+    /// table the planner would pick a hash join over a sequential scan,
+    /// which costs a full scan per batch once the table is large. Every
+    /// statement the writer runs has an index path.
     pub(crate) fn open_writer(
         options: &PgOptions,
         synchronous_commit: bool,
@@ -68,8 +72,11 @@ impl Conn {
         conn.client.batch_execute(
             // Not enable_seqscan: with it off, planning the outbox marker's
             // read of the sequence took about 200 ms.
-            "SET enable_hashjoin TO off; SET enable_mergejoin TO off",
+            "SET enable_hashjoin TO off; SET enable_mergejoin TO off; \
+             SET standard_conforming_strings TO on; SET bytea_output TO hex",
         )?;
+        conn.client.batch_execute(batch::PREPARE_LOAD)?;
+        conn.client.batch_execute(batch::PREPARE_WRITE)?;
         Ok(conn)
     }
 

@@ -46,6 +46,18 @@ pub(crate) fn entity_from_row(
     let version: i64 = row.try_get(first + 1).map_err(column)?;
     let created_at: i64 = row.try_get(first + 2).map_err(column)?;
     let updated_at: i64 = row.try_get(first + 3).map_err(column)?;
+    entity_record(machine, id, state, [version, created_at, updated_at])
+}
+
+/// Checks and assembles an entity record from its columns (`version`,
+/// `created_at`, `updated_at` in that order).
+pub(crate) fn entity_record(
+    machine: &str,
+    id: &str,
+    state: String,
+    [version, created_at, updated_at]: [i64; 3],
+) -> Result<EntityRecord> {
+    let tree = format!("entities/{machine}");
     let unsigned = |value: i64, what: &str| {
         u64::try_from(value)
             .map_err(|_| Error::corrupt(&tree, id.as_bytes(), format!("negative {what} {value}")))
@@ -168,6 +180,11 @@ impl MachineStore for PgMachine {
 
     fn timers(&self, limit: usize) -> Result<Vec<TimerRecord>> {
         timers::of_machine(&self.shared, &self.machine, limit)
+    }
+
+    fn pre_reads_keys(&self) -> bool {
+        // A round trip the writer makes anyway, in its batch's load.
+        false
     }
 
     fn references(&self, states: &[String], events: &[String]) -> Result<Vec<Missing>> {

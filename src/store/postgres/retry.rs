@@ -8,6 +8,10 @@
 //! (`57P01`..`57P03`), or a connection lost *before* `COMMIT` was sent (the
 //! server rolls such a transaction back). A connection lost *during* `COMMIT`
 //! is never retried: whether it committed is unknown (`Error::CommitUnknown`).
+//! A batch sends its write and `COMMIT` in one round trip, so a connection
+//! lost during that round trip counts as lost during `COMMIT`. A write that
+//! finds rows changed under the batch's locks fails with `22P02` and a
+//! message of idemflow's (`batch/write.rs`): the writer retries that one.
 //!
 //! Nothing that identifies an attempt is made inside the retry loop: the
 //! requests' timestamps and fingerprints come from their callers, decisions

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use super::batch::{self, db_int, Failure};
+use postgres::error::SqlState;
+
+use super::batch::{self, db_int};
 use super::definitions::{self, Saved};
 use super::listen::Announcer;
 use super::locks;
@@ -138,17 +140,9 @@ impl PgWriter {
             Ok(conn) => conn,
             Err(error) => return Attempt::Retry(describe(&error)),
         };
-        if let Err(error) = batch::begin(conn, namespace, definition_keys, lock_keys) {
-            self.roll_back(Some(&error));
-            return retry_or_fail(&error);
-        }
-        let decided = match batch::run(conn, requests) {
+        let decided = match batch::run(conn, namespace, definition_keys, lock_keys, requests) {
             Ok(decided) => decided,
-            Err(Failure::Conflict(reason)) => {
-                self.roll_back(None);
-                return Attempt::Retry(reason);
-            }
-            Err(Failure::Statement(error)) => {
+            Err(error) => {
                 self.roll_back(Some(&error));
                 return retry_or_fail(&error);
             }
@@ -158,7 +152,8 @@ impl PgWriter {
                 .results
                 .iter()
                 .any(|result| matches!(result, Ok(decision) if writes(decision)));
-        match conn.client.batch_execute("COMMIT") {
+        // The write and COMMIT, in one round trip.
+        match conn.client.batch_execute(&decided.commit) {
             Ok(()) => {}
             Err(error) if connection_lost(&error) => {
                 // COMMIT was sent; whether it arrived is unknown.
@@ -170,7 +165,14 @@ impl PgWriter {
                 return Attempt::Done(commit_unknown(requests, decided.results, &reason));
             }
             Err(error) => {
-                // The server answered: the transaction was rolled back.
+                // The server answered with an error: the write failed (and
+                // the COMMIT after it never ran) or the COMMIT did; either
+                // way nothing was committed. ROLLBACK ends the transaction
+                // if it is still open.
+                self.roll_back(Some(&error));
+                if let Some(reason) = conflict(&error) {
+                    return Attempt::Retry(reason);
+                }
                 return retry_or_fail(&error);
             }
         }
@@ -206,6 +208,14 @@ impl PgWriter {
             }
         }
     }
+}
+
+/// The reason, when the write failed because rows changed under the
+/// batch's locks (see `batch/write.rs`): the attempt is retried.
+fn conflict(error: &postgres::Error) -> Option<String> {
+    let db = error.as_db_error()?;
+    (*db.code() == SqlState::INVALID_TEXT_REPRESENTATION && db.message().contains(batch::CONFLICT))
+        .then(|| describe(error))
 }
 
 fn retry_or_fail(error: &postgres::Error) -> Attempt {
