@@ -57,6 +57,11 @@ fn example_binary() -> &'static PathBuf {
         if profile.file_name().is_some_and(|name| name == "release") {
             build.arg("--release");
         }
+        // The same features as this test (no rebuild of the library; the
+        // PostgreSQL case needs the backend in the example too).
+        if cfg!(feature = "postgres") {
+            build.args(["--features", "postgres"]);
+        }
         let status = build.status().expect("cargo runs");
         assert!(
             status.success(),
@@ -139,9 +144,16 @@ impl Server {
 
     /// Starts the service on the database in `db` (kept across restarts).
     fn start_in(db: TempDir) -> Server {
+        Server::start_with(db, &[])
+    }
+
+    /// Starts the service on the database in `db` with these environment
+    /// variables (e.g. `DATABASE_URL`, which wins over `db`).
+    fn start_with(db: TempDir, environment: &[(&str, &str)]) -> Server {
         let mut child = Command::new(example_binary())
             .arg("127.0.0.1:0")
             .arg(db.path().join("db"))
+            .envs(environment.iter().copied())
             .env("IDEMFLOW_HTTP_TOKENS", TOKENS)
             // The service's log goes to the test's stderr: warnings only.
             .env("RUST_LOG", "warn")
@@ -1450,4 +1462,54 @@ fn heat_map_renders_in_headless_chromium() {
             "{expected:?} not in {nodes:?}"
         );
     }
+}
+
+/// `DATABASE_URL` puts the service on PostgreSQL: two replicas of the
+/// example on one database answer for the same orders, and a keyed creation
+/// retried on the other replica replays its 201. Skipped (visibly) without
+/// a server, unless `IDEMFLOW_REQUIRE_POSTGRES=1`.
+#[test]
+fn replicas_share_orders_through_database_url() {
+    let required = std::env::var("IDEMFLOW_REQUIRE_POSTGRES").is_ok_and(|value| value == "1");
+    let url = std::env::var("IDEMFLOW_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty());
+    let url = match url {
+        Some(url) if cfg!(feature = "postgres") => url,
+        _ => {
+            assert!(
+                !required,
+                "PostgreSQL is required (IDEMFLOW_REQUIRE_POSTGRES=1) but \
+                 IDEMFLOW_TEST_POSTGRES_URL is unset or the build lacks --features postgres"
+            );
+            eprintln!("SKIPPED (PostgreSQL) replicas_share_orders_through_database_url");
+            return;
+        }
+    };
+    let _watchdog = watchdog(
+        "replicas_share_orders_through_database_url",
+        Duration::from_secs(240),
+    );
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let schema = format!("http_replicas_{}", std::process::id());
+    let database = format!("{url}{separator}schema={schema}");
+    let environment = [("DATABASE_URL", database.as_str())];
+    let first = Server::start_with(TempDir::new().expect("temp dir"), &environment);
+    let second = Server::start_with(TempDir::new().expect("temp dir"), &environment);
+
+    let key = [("Idempotency-Key", "\"new-o-1\"")];
+    let created = first.create_with("o-1", &key);
+    created.assert_ok(StatusCode::CREATED, "\"1\"");
+    let retried = second.create_with("o-1", &key);
+    retried.assert_ok(StatusCode::CREATED, "\"1\"");
+    assert!(retried.replayed, "the retry on the other replica replays");
+
+    second
+        .transition("o-1", SUBMIT, None, None)
+        .assert_ok(StatusCode::OK, "\"2\"");
+    let read = first.get("/orders/o-1");
+    read.assert_ok(StatusCode::OK, "\"2\"");
+    assert_eq!(read.json()["state"], "submitted");
+    // Nothing of the replicas went to the sled directories they were given.
+    assert!(!first.db.as_ref().expect("db").path().join("db").exists());
 }

@@ -6,6 +6,7 @@
 //! ```text
 //! cargo run --example http_service                        # 127.0.0.1, a free port, temporary database
 //! cargo run --example http_service -- 127.0.0.1:3000 ./orders-db
+//! DATABASE_URL=postgres://app@db-host/orders cargo run --features postgres --example http_service -- 0.0.0.0:3000
 //! IDEMFLOW_HTTP_TOKENS="s3cret=shop-1,t0ken=shop-2" cargo run --example http_service
 //! ```
 //!
@@ -188,6 +189,30 @@ fn etag(version: u64) -> (HeaderName, HeaderValue) {
     (header::ETAG, value)
 }
 
+/// The PostgreSQL database named by `DATABASE_URL`, if set and not empty.
+fn database_url() -> Option<String> {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+}
+
+/// Connects to PostgreSQL (`Durability::Immediate`, idemflow's tables in the
+/// URL's `schema`, default `idemflow`).
+#[cfg(feature = "postgres")]
+fn connect(url: &str) -> Result<Engine, Box<dyn std::error::Error>> {
+    Ok(Engine::connect(url)?)
+}
+
+/// Without the PostgreSQL backend, `DATABASE_URL` is an error, not ignored.
+#[cfg(not(feature = "postgres"))]
+fn connect(_url: &str) -> Result<Engine, Box<dyn std::error::Error>> {
+    Err(
+        "DATABASE_URL is set, but this build has no PostgreSQL backend: \
+         run with `--features postgres`"
+            .into(),
+    )
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     observe::init_logging();
@@ -209,12 +234,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tokens.clients().join(", ")
         );
     }
-    // The second argument is a database directory; without it, a temporary database.
-    let engine = match args.next() {
-        Some(dir) => Engine::open(dir)?,
-        None => Engine::temporary()?,
-    };
-    let app = router(&engine, tokens, metrics)?;
+    // `DATABASE_URL` (PostgreSQL: several replicas share one database) wins;
+    // else the second argument, a sled directory; else a temporary database.
+    // Opening the engine and its machine block (and the PostgreSQL client
+    // runs a runtime of its own, which must not start on a thread that drives
+    // async tasks): do it with the worker thread handed over to blocking.
+    // Requests then go through the async handle, on tokio's blocking pool.
+    let database = args.next();
+    let (engine, app) =
+        tokio::task::block_in_place(|| -> Result<_, Box<dyn std::error::Error>> {
+            let engine = match (database_url(), database) {
+                (Some(url), _) => connect(&url)?,
+                (None, Some(dir)) => Engine::open(dir)?,
+                (None, None) => Engine::temporary()?,
+            };
+            let app = router(&engine, tokens, metrics)?;
+            Ok((engine, app))
+        })?;
     let listener = tokio::net::TcpListener::bind(address).await?;
     println!("listening on http://{}", listener.local_addr()?);
     std::io::stdout().flush()?;
@@ -223,6 +259,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
+    // Closing the engine syncs and stops its threads: blocking work too.
+    tokio::task::block_in_place(move || drop(engine));
     Ok(())
 }
 
