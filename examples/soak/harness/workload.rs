@@ -110,6 +110,12 @@ pub(super) fn writer(shared: &Shared, machine: &Machine<SoakState>, role: &Role,
                     (id, request)
                 }
             };
+            // A key's retention runs from when the engine recorded it, so the
+            // retry's age is measured from when the original was sent (an
+            // answer that took longer than the retention may find the key
+            // expired on a retry right after it: the 2-hour soak of
+            // 2026-12-01 had one call answered after 2.8 s, with 2 s retention).
+            let sent = Instant::now();
             match machine.apply(&target, request.clone()) {
                 Ok(outcome) => {
                     if outcome.is_replay() {
@@ -131,7 +137,7 @@ pub(super) fn writer(shared: &Shared, machine: &Machine<SoakState>, role: &Role,
                         }
                         Some(_) => {}
                         None if outcome.was_applied() => {
-                            last = Some((target, request, Instant::now()));
+                            last = Some((target, request, sent));
                         }
                         None => {}
                     }
