@@ -17,6 +17,12 @@ use std::sync::{mpsc, Arc, Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
+
+/// The PostgreSQL test server (`IDEMFLOW_TEST_POSTGRES_URL`) and the visible
+/// skip, shared with the backend-parameterised suites.
+#[allow(dead_code)]
+#[path = "common/backend.rs"]
+mod backend;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -1470,20 +1476,10 @@ fn heat_map_renders_in_headless_chromium() {
 /// a server, unless `IDEMFLOW_REQUIRE_POSTGRES=1`.
 #[test]
 fn replicas_share_orders_through_database_url() {
-    let required = std::env::var("IDEMFLOW_REQUIRE_POSTGRES").is_ok_and(|value| value == "1");
-    let url = std::env::var("IDEMFLOW_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty());
-    let url = match url {
-        Some(url) if cfg!(feature = "postgres") => url,
-        _ => {
-            assert!(
-                !required,
-                "PostgreSQL is required (IDEMFLOW_REQUIRE_POSTGRES=1) but \
-                 IDEMFLOW_TEST_POSTGRES_URL is unset or the build lacks --features postgres"
-            );
-            eprintln!("SKIPPED (PostgreSQL) replicas_share_orders_through_database_url");
-            return;
+    let url = match backend::postgres_url() {
+        Ok(url) => url,
+        Err(why) => {
+            return backend::skip_postgres("replicas_share_orders_through_database_url", &why)
         }
     };
     let _watchdog = watchdog(
