@@ -270,6 +270,21 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A blocking call was made on a thread that runs async code (a tokio
+    /// runtime's worker thread, or inside a runtime's `block_on`), where the
+    /// backend's blocking client cannot run (PostgreSQL: its client would
+    /// start a runtime of its own there, which tokio forbids). Nothing was
+    /// read or written, and no other caller's request is affected. This is
+    /// a bug in the calling code, not a storage failure: use the async
+    /// handle (`Engine::machine_async`, feature `tokio`),
+    /// or make the call inside `tokio::task::spawn_blocking` or
+    /// `tokio::task::block_in_place`. sled never returns it.
+    #[error("{operation}: a blocking idemflow call was made on a thread that runs async code (a tokio worker), where the PostgreSQL client cannot block; nothing was read or written. Use the async handle (`machine_async`, feature `tokio`), or make the call inside `tokio::task::spawn_blocking` or `tokio::task::block_in_place`")]
+    BlockingInAsync {
+        /// What the engine was about to do (`"reading an entity"`, ...).
+        operation: String,
+    },
+
     /// The storage layer failed (I/O error, disk full, ...).
     #[error("storage error while {context}: {source}")]
     Storage {
@@ -328,6 +343,7 @@ impl Error {
             Error::Corrupt { .. } => "Corrupt",
             Error::Locked { .. } => "Locked",
             Error::Storage { .. } => "Storage",
+            Error::BlockingInAsync { .. } => "BlockingInAsync",
         }
     }
 }

@@ -327,6 +327,7 @@ impl Engine {
 
     /// Makes every commit so far durable on stable storage.
     pub fn flush(&self) -> Result<()> {
+        self.inner.check_caller("syncing the database")?;
         match self.inner.writer.submit(Job::Sync) {
             Ok(answer) => answer.into_task().map(|_| ()),
             Err(_) => Err(abandoned_task("syncing the database")),
@@ -344,8 +345,20 @@ impl Engine {
 }
 
 impl EngineInner {
+    /// Whether the calling thread may hand a job to the commit pipeline
+    /// ([`Store::check_caller`]): asked before every submission from a
+    /// caller's thread, so a caller the store refuses (PostgreSQL, on a
+    /// thread that runs async code) gets [`Error::BlockingInAsync`] before
+    /// it enqueues anything, and never leads a batch of other callers'
+    /// requests. The engine's own threads (housekeeper, timer runner)
+    /// never run async code.
+    pub(crate) fn check_caller(&self, operation: &str) -> Result<()> {
+        self.store.check_caller(operation)
+    }
+
     /// Runs a write that is not a request on the writer.
     pub(crate) fn run_task(&self, task: Task, what: &str) -> Result<u64> {
+        self.check_caller(what)?;
         match self.writer.submit(Job::Task(task)) {
             Ok(answer) => answer.into_task(),
             Err(_) => Err(abandoned_task(what)),
@@ -357,8 +370,10 @@ impl EngineInner {
     /// sync fails, the answer still stands (it is what was committed); the
     /// failure reaches the callers whose own changes it concerns.
     pub(crate) fn settle_read(&self) -> Result<()> {
-        match self.writer.settle_read() {
+        let check = || self.check_caller("waiting for reads to be durable");
+        match self.writer.settle_read(check) {
             Ok(()) => Ok(()),
+            Err(Settle::Refused(error)) => Err(error),
             Err(Settle::SyncFailed(error)) => {
                 tracing::warn!(%error, "a read was answered although the sync that should make it durable failed");
                 Ok(())

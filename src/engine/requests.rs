@@ -50,6 +50,26 @@ pub(crate) type CheckedRequest = (
     Option<Vec<u8>>,
 );
 
+/// What [`EngineInner::check_caller`] calls a request's hand-off.
+const COMMITTING: &str = "committing a request";
+
+/// The answers to `count` requests refused by [`EngineInner::check_caller`]
+/// (before any was prepared): the refusal for each.
+fn refused_each(refused: Error, count: usize) -> Vec<Result<OutcomeRecord>> {
+    let again = |refused: &Error| match refused {
+        Error::BlockingInAsync { operation } => Error::BlockingInAsync {
+            operation: operation.clone(),
+        },
+        other => Error::storage(COMMITTING, std::io::Error::other(other.to_string())),
+    };
+    let mut answers: Vec<Result<OutcomeRecord>> =
+        (1..count).map(|_| Err(again(&refused))).collect();
+    if count > 0 {
+        answers.push(Err(refused));
+    }
+    answers
+}
+
 /// What preparing a request on the caller's thread gave.
 enum Prepared {
     /// The answer, from reads alone.
@@ -126,6 +146,9 @@ impl EngineInner {
     /// they can share a batch (the timer runner fires due timers this way).
     /// One result per request, in order.
     pub(crate) fn apply_many(&self, requests: Vec<CheckedRequest>) -> Vec<Result<OutcomeRecord>> {
+        if let Err(refused) = self.check_caller(COMMITTING) {
+            return refused_each(refused, requests.len());
+        }
         let mut results: Vec<Option<Result<OutcomeRecord>>> = Vec::with_capacity(requests.len());
         let mut jobs = Vec::new();
         let mut waiting = Vec::new();
@@ -319,6 +342,7 @@ impl EngineInner {
     }
 
     fn submit(&self, runtime: &MachineRuntime, id: &str, job: RequestJob) -> Result<RequestAnswer> {
+        self.check_caller(COMMITTING)?;
         match self.writer.submit(Job::Request(job)) {
             Ok(answer) => Ok(answer.into_request()),
             Err(_) => Err(abandoned_request(runtime.name(), id)),

@@ -154,6 +154,17 @@ pub(crate) trait Store: Send + Sync {
     /// moves it to its writer thread.
     fn writer(&self) -> Result<Box<dyn StoreWriter>>;
 
+    /// Whether the calling thread may run `operation` on this store now:
+    /// the engine asks before it hands a caller's job to the commit
+    /// pipeline, so a caller that may not block never submits, and so never
+    /// leads a batch that serves other callers. `Ok` by default (sled runs
+    /// on any thread); PostgreSQL refuses a thread that runs async code with
+    /// [`Error::BlockingInAsync`], where its client would panic. Reads check
+    /// inside the backend.
+    fn check_caller(&self, _operation: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// What an outbox subscription waits on between reads, for a backend
     /// whose outbox other processes write too (PostgreSQL: `LISTEN/NOTIFY`).
     /// `None` (the default, sled): subscriptions wait on the engine's own

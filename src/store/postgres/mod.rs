@@ -19,6 +19,8 @@
 //!
 //! - [`config`]: the connection string (and idemflow's `schema=` parameter);
 //! - [`pool`]: connections and the small reader pool;
+//! - [`blocking`]: whether a caller's thread may use the blocking client
+//!   (not on a thread that runs async code);
 //! - [`schema`]: tables, created and upgraded on connect, versioned;
 //! - [`locks`]: advisory lock keys;
 //! - [`batch`]: one batch of requests = one transaction in two round
@@ -71,6 +73,7 @@
 //! server has it.
 
 mod batch;
+mod blocking;
 mod config;
 mod definitions;
 mod listen;
@@ -124,7 +127,10 @@ pub(crate) struct PgStore {
 
 impl PgStore {
     /// Connects, creates or upgrades the schema, and opens the writer's connection.
+    /// Refused with [`Error::BlockingInAsync`] on a thread that runs async
+    /// code, before connecting.
     pub(crate) fn connect(options: PgOptions) -> Result<PgStore> {
+        blocking::check("connecting to PostgreSQL")?;
         let place = describe_place(&options);
         let connect_error = |error: postgres::Error| {
             storage_error(&format!("connecting to PostgreSQL at {place}"), &error)
@@ -269,6 +275,10 @@ impl Store for PgStore {
                     std::io::Error::other("the database already has its writer"),
                 )
             })
+    }
+
+    fn check_caller(&self, operation: &str) -> Result<()> {
+        blocking::check(operation)
     }
 
     fn outbox_waiter(&self) -> Option<Box<dyn OutboxWaiter>> {

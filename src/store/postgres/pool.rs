@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use postgres::{Client, NoTls, Statement};
 
 use super::batch;
+use super::blocking;
 use super::config::PgOptions;
 use super::retry::{classify, connection_lost, Backoff, Retry};
 use crate::error::{Error, Result};
@@ -126,6 +127,21 @@ pub(crate) struct Pool {
     idle: Mutex<Vec<Conn>>,
 }
 
+impl Drop for Pool {
+    /// Closes the idle connections where closing may block (see
+    /// [`blocking::drop_off_runtime`]).
+    fn drop(&mut self) {
+        let idle = std::mem::take(
+            self.idle
+                .get_mut()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        if !idle.is_empty() {
+            blocking::drop_off_runtime(idle);
+        }
+    }
+}
+
 impl Pool {
     pub(crate) fn new(options: PgOptions) -> Self {
         Pool {
@@ -164,11 +180,14 @@ impl Pool {
 
     /// Runs `work` (which must be idempotent: it may run again after a lost
     /// connection or a serialization failure) on a pooled connection.
+    /// Refused with [`Error::BlockingInAsync`] on a thread that runs async
+    /// code (see [`super::blocking`]): every read of a caller comes here.
     pub(crate) fn run<T>(
         &self,
         context: &str,
         mut work: impl FnMut(&mut Conn) -> std::result::Result<T, postgres::Error>,
     ) -> Result<T> {
+        blocking::check(context)?;
         let mut backoff = Backoff::new();
         loop {
             let result = self.take().and_then(|mut conn| {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use postgres::error::SqlState;
 
 use super::batch::{self, db_int};
+use super::blocking;
 use super::definitions::{self, Saved};
 use super::listen::Announcer;
 use super::locks;
@@ -39,6 +40,17 @@ pub(crate) struct PgWriter {
     /// (`pg_postmaster_start_time()`), to tell a restart from a lost
     /// connection.
     server_started: Option<String>,
+}
+
+impl Drop for PgWriter {
+    /// Closes the connection where closing may block (see
+    /// [`blocking::drop_off_runtime`]): the last engine handle may be
+    /// dropped in async code.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            blocking::drop_off_runtime(conn);
+        }
+    }
 }
 
 /// How one attempt of a batch ended.

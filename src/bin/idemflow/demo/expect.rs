@@ -64,6 +64,7 @@ pub(crate) fn error_kind(error: &Error) -> &'static str {
         Error::Corrupt { .. } => "Corrupt",
         Error::Locked { .. } => "Locked",
         Error::Storage { .. } => "Storage",
+        Error::BlockingInAsync { .. } => "BlockingInAsync",
         _ => "Other",
     }
 }
