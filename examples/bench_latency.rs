@@ -14,8 +14,9 @@
 //! Environment: `IDEMFLOW_BENCH_SECS` (measured seconds per run, default 5),
 //! `IDEMFLOW_BENCH_RUNS` (default 3), `IDEMFLOW_BENCH_CLIENTS` (default
 //! `1,8`), `IDEMFLOW_BENCH_OUT` (JSON lines, default
-//! `target/bench-results/latency.jsonl`). Prints the median run of each
-//! configuration.
+//! `target/bench-results/latency.jsonl`), `IDEMFLOW_BENCH_MODES` (default
+//! `buffered,immediate`), `IDEMFLOW_BENCH_DRAIN` (default `no,yes`). Prints
+//! the median run of each configuration.
 
 #[path = "../benches/common/mod.rs"]
 mod common;
@@ -155,9 +156,28 @@ fn main() {
         "{:<10} {:>7} {:>6} {:>12} {:>10} {:>10}",
         "mode", "clients", "drain", "ops/s", "p50 us", "p99 us"
     );
+    let chosen = |name: &str, default: &str| -> Vec<String> {
+        std::env::var(name)
+            .unwrap_or_else(|_| default.to_owned())
+            .split(',')
+            .map(|part| part.trim().to_owned())
+            .collect()
+    };
+    let modes = chosen("IDEMFLOW_BENCH_MODES", "buffered,immediate");
+    let drains = chosen("IDEMFLOW_BENCH_DRAIN", "no,yes");
     for durability in [Durability::Buffered, Durability::Immediate] {
+        let name = match durability {
+            Durability::Buffered => "buffered",
+            Durability::Immediate => "immediate",
+        };
+        if !modes.iter().any(|mode| mode == name) {
+            continue;
+        }
         for &clients in &clients {
             for drain in [false, true] {
+                if !drains.iter().any(|wanted| wanted == if drain { "yes" } else { "no" }) {
+                    continue;
+                }
                 let mut results: Vec<Run> = (0..runs)
                     .map(|_| run(durability, clients, drain, secs))
                     .collect();

@@ -9,7 +9,8 @@
 #
 # Environment (all optional): IDEMFLOW_PG_SECS (measured seconds per run,
 # default 5), IDEMFLOW_PG_RUNS (default 3), IDEMFLOW_PG_CLIENTS (default
-# "1,8"), IDEMFLOW_BENCH_OUT (JSON lines, default
+# "1,8"), IDEMFLOW_PG_SYSTEMS / IDEMFLOW_PG_MODES (subsets, see
+# benches/postgres/src/main.rs), IDEMFLOW_BENCH_OUT (JSON lines, default
 # target/bench-results/postgres.jsonl). Not part of `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

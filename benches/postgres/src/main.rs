@@ -28,7 +28,10 @@
 //! `IDEMFLOW_PG_RUNS` (runs per configuration, default 3),
 //! `IDEMFLOW_PG_CLIENTS` (default `1,8`), `IDEMFLOW_BENCH_DIR` (where the
 //! idemflow databases go, default a temp dir), `IDEMFLOW_BENCH_OUT`
-//! (JSON lines appended, default `target/bench-results/postgres.jsonl`).
+//! (JSON lines appended, default `target/bench-results/postgres.jsonl`),
+//! `IDEMFLOW_PG_SYSTEMS` (comma-separated system names to run, default all:
+//! `idemflow,idemflow_unbatched,idemflow_pg,idemflow_pg_2proc,postgres`),
+//! `IDEMFLOW_PG_MODES` (`durable,relaxed` by default).
 
 #[path = "../../common/mod.rs"]
 mod common;
@@ -166,11 +169,30 @@ fn main() {
         drop.batch_execute(&format!("VACUUM ANALYZE {PG_SCHEMA}.entities"))
             .expect("vacuum");
     }
+    let chosen = |name: &str, default: &str| -> Vec<String> {
+        std::env::var(name)
+            .unwrap_or_else(|_| default.to_owned())
+            .split(',')
+            .map(|part| part.trim().to_owned())
+            .collect()
+    };
+    let wanted_systems = chosen(
+        "IDEMFLOW_PG_SYSTEMS",
+        "idemflow,idemflow_unbatched,idemflow_pg,idemflow_pg_2proc,postgres",
+    );
+    let wanted_modes = chosen("IDEMFLOW_PG_MODES", "durable,relaxed");
     let mut configs = Vec::new();
     for durable in [true, false] {
+        let mode = if durable { "durable" } else { "relaxed" };
+        if !wanted_modes.iter().any(|wanted| wanted == mode) {
+            continue;
+        }
         for &clients in &clients {
             for system in systems {
                 if matches!(system, System::IdemflowPg { processes: 2 }) && clients < 2 {
+                    continue;
+                }
+                if !wanted_systems.iter().any(|wanted| wanted == system.name()) {
                     continue;
                 }
                 configs.push(Config {
