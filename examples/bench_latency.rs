@@ -175,7 +175,10 @@ fn main() {
         }
         for &clients in &clients {
             for drain in [false, true] {
-                if !drains.iter().any(|wanted| wanted == if drain { "yes" } else { "no" }) {
+                if !drains
+                    .iter()
+                    .any(|wanted| wanted == if drain { "yes" } else { "no" })
+                {
                     continue;
                 }
                 let mut results: Vec<Run> = (0..runs)

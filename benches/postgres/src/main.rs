@@ -56,10 +56,14 @@ const WARM_UP: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum System {
-    Idemflow { batching: bool },
+    Idemflow {
+        batching: bool,
+    },
     /// idemflow's PostgreSQL backend on the same server, in 1 or 2 engine
     /// processes (the clients split evenly between them).
-    IdemflowPg { processes: usize },
+    IdemflowPg {
+        processes: usize,
+    },
     Postgres,
 }
 
@@ -449,8 +453,19 @@ fn pg_child() {
     let clients: usize = var("IDEMFLOW_PG_BENCH_CLIENTS").parse().unwrap();
     let secs: f64 = var("IDEMFLOW_PG_BENCH_SECS").parse().unwrap();
     let latencies = std::cell::RefCell::new(Vec::new());
-    pg_clients(&url, durable, first, clients, Duration::from_secs_f64(secs), &latencies);
-    let micros: Vec<u64> = latencies.into_inner().iter().map(|d: &Duration| d.as_micros() as u64).collect();
+    pg_clients(
+        &url,
+        durable,
+        first,
+        clients,
+        Duration::from_secs_f64(secs),
+        &latencies,
+    );
+    let micros: Vec<u64> = latencies
+        .into_inner()
+        .iter()
+        .map(|d: &Duration| d.as_micros() as u64)
+        .collect();
     println!("{}", serde_json::to_string(&micros).unwrap());
 }
 
