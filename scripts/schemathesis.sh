@@ -16,8 +16,8 @@ cd "$(dirname "$0")/.."
 
 ST=$(bash scripts/install-schemathesis.sh)
 cargo build --quiet --example http_service ${CARGO_PROFILE_FLAG:-}
-PROFILE_DIR=target/debug
-[ "${CARGO_PROFILE_FLAG:-}" = "--release" ] && PROFILE_DIR=target/release
+PROFILE_DIR=${CARGO_TARGET_DIR:-target}/debug
+[ "${CARGO_PROFILE_FLAG:-}" = "--release" ] && PROFILE_DIR=${CARGO_TARGET_DIR:-target}/release
 
 mkdir -p target
 WORK=$(realpath "$(mktemp -d target/schemathesis-run.XXXXXX)")
