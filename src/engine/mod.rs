@@ -369,11 +369,14 @@ impl EngineInner {
     /// so no caller sees a change that a crash could still take back. If the
     /// sync fails, the answer still stands (it is what was committed); the
     /// failure reaches the callers whose own changes it concerns.
+    ///
+    /// A caller the store refuses ([`Store::check_caller`]) is refused here
+    /// too, before it could submit a sync (on PostgreSQL its read was
+    /// already refused: this only keeps the rule in one place).
     pub(crate) fn settle_read(&self) -> Result<()> {
-        let check = || self.check_caller("waiting for reads to be durable");
-        match self.writer.settle_read(check) {
+        self.check_caller("waiting for reads to be durable")?;
+        match self.writer.settle_read() {
             Ok(()) => Ok(()),
-            Err(Settle::Refused(error)) => Err(error),
             Err(Settle::SyncFailed(error)) => {
                 tracing::warn!(%error, "a read was answered although the sync that should make it durable failed");
                 Ok(())

@@ -134,12 +134,7 @@ impl Writer {
 
     /// Under `Immediate`, makes sure what a reader just read is durable.
     /// Returns an error message if the sync that should make it durable failed.
-    /// `check` runs before a sync is submitted (only when one is needed):
-    /// its error is [`Settle::Refused`], and nothing is submitted.
-    pub(crate) fn settle_read(
-        &self,
-        check: impl FnOnce() -> Result<()>,
-    ) -> std::result::Result<(), Settle> {
+    pub(crate) fn settle_read(&self) -> std::result::Result<(), Settle> {
         if self.pipeline.durability == Durability::Buffered {
             return Ok(());
         }
@@ -148,7 +143,6 @@ impl Writer {
         if tracker.is_durable(ticket) {
             return Ok(());
         }
-        check().map_err(Settle::Refused)?;
         match self.submit(Job::Sync) {
             Ok(answer) => answer.into_task().map(|_| ()).map_err(Settle::SyncFailed),
             Err(Abandoned) => Err(Settle::Stopped),
@@ -168,8 +162,6 @@ pub(crate) enum Settle {
     SyncFailed(Error),
     /// The engine is closing.
     Stopped,
-    /// The caller may not submit (the `check` of [`Writer::settle_read`]).
-    Refused(Error),
 }
 
 impl Pipeline {
