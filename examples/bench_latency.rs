@@ -156,15 +156,8 @@ fn main() {
         "{:<10} {:>7} {:>6} {:>12} {:>10} {:>10}",
         "mode", "clients", "drain", "ops/s", "p50 us", "p99 us"
     );
-    let chosen = |name: &str, default: &str| -> Vec<String> {
-        std::env::var(name)
-            .unwrap_or_else(|_| default.to_owned())
-            .split(',')
-            .map(|part| part.trim().to_owned())
-            .collect()
-    };
-    let modes = chosen("IDEMFLOW_BENCH_MODES", "buffered,immediate");
-    let drains = chosen("IDEMFLOW_BENCH_DRAIN", "no,yes");
+    let modes = common::env_list("IDEMFLOW_BENCH_MODES", "buffered,immediate");
+    let drains = common::env_list("IDEMFLOW_BENCH_DRAIN", "no,yes");
     for durability in [Durability::Buffered, Durability::Immediate] {
         let name = match durability {
             Durability::Buffered => "buffered",

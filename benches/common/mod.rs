@@ -429,3 +429,13 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+/// The comma-separated names in environment variable `name` (`default`
+/// when it is unset), trimmed: which configurations a bench runs.
+pub fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_owned())
+        .split(',')
+        .map(|part| part.trim().to_owned())
+        .collect()
+}

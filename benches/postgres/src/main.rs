@@ -173,18 +173,11 @@ fn main() {
         drop.batch_execute(&format!("VACUUM ANALYZE {PG_SCHEMA}.entities"))
             .expect("vacuum");
     }
-    let chosen = |name: &str, default: &str| -> Vec<String> {
-        std::env::var(name)
-            .unwrap_or_else(|_| default.to_owned())
-            .split(',')
-            .map(|part| part.trim().to_owned())
-            .collect()
-    };
-    let wanted_systems = chosen(
+    let wanted_systems = common::env_list(
         "IDEMFLOW_PG_SYSTEMS",
         "idemflow,idemflow_unbatched,idemflow_pg,idemflow_pg_2proc,postgres",
     );
-    let wanted_modes = chosen("IDEMFLOW_PG_MODES", "durable,relaxed");
+    let wanted_modes = common::env_list("IDEMFLOW_PG_MODES", "durable,relaxed");
     let mut configs = Vec::new();
     for durable in [true, false] {
         let mode = if durable { "durable" } else { "relaxed" };

@@ -23,6 +23,8 @@ pub(crate) use key_records::{
     decode_key_expiry_key, decode_key_record, encode_key_record, key_expiry_bound, key_expiry_key,
     key_record_expiry,
 };
+#[cfg(feature = "postgres")]
+pub(crate) use outbox::outbox_event;
 pub(crate) use outbox::{decode_outbox, outbox_key, outbox_key_position, outbox_position_key};
 pub(crate) use records::{
     check_marker, decode_change, decode_entity, decode_history_key, encode_change, encode_entity,

@@ -3,7 +3,7 @@
 
 use super::fields::{Decoded, Reader, Writer};
 use super::records::decode_change;
-use crate::outcome::OutboxEvent;
+use crate::outcome::{HistoryRecord, OutboxEvent};
 
 // ---- outbox: [position][machine][id][version] -> change ----
 
@@ -39,11 +39,22 @@ pub(crate) fn decode_outbox(key: &[u8], value: &[u8]) -> Decoded<OutboxEvent> {
     let version = reader.u64("version")?;
     reader.end()?;
     let change = decode_change(version, value)?;
-    Ok(OutboxEvent {
+    Ok(outbox_event(position, machine, id, change))
+}
+
+/// The outbox event at `position` for a decoded change (its version is the
+/// entity's version after the change).
+pub(crate) fn outbox_event(
+    position: u64,
+    machine: String,
+    id: String,
+    change: HistoryRecord,
+) -> OutboxEvent {
+    OutboxEvent {
         position,
         machine,
         id,
-        version,
+        version: change.version,
         from: change.from,
         to: change.to,
         event: change.event,
@@ -51,5 +62,5 @@ pub(crate) fn decode_outbox(key: &[u8], value: &[u8]) -> Decoded<OutboxEvent> {
         payload: change.payload,
         actor: change.actor,
         at: change.at,
-    })
+    }
 }

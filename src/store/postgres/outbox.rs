@@ -37,7 +37,6 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use super::pool::Conn;
-use crate::outcome::OutboxEvent;
 use crate::store::codec;
 use crate::store::PendingEntry;
 
@@ -122,19 +121,7 @@ fn decode(
             .filter(|version| *version >= 1)
             .ok_or_else(|| format!("version {version} (versions start at 1)"))?;
         let change = codec::decode_change(version, change)?;
-        Ok::<_, String>(OutboxEvent {
-            position,
-            machine: machine.clone(),
-            id,
-            version,
-            from: change.from,
-            to: change.to,
-            event: change.event,
-            key: change.key,
-            payload: change.payload,
-            actor: change.actor,
-            at: change.at,
-        })
+        Ok::<_, String>(codec::outbox_event(position, machine.clone(), id, change))
     })();
     match decoded {
         Ok(event) => PendingEntry::Event(event),

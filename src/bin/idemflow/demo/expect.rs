@@ -1,6 +1,6 @@
 //! The outcome a scenario expects for a request, and the one it got.
 
-use idemflow::{Error, Outcome, Result as EngineResult};
+use idemflow::{Outcome, Result as EngineResult};
 
 use super::machine::OrderState;
 
@@ -34,7 +34,7 @@ impl Got {
             Ok(outcome) if outcome.is_replay() => Got::Replay,
             Ok(outcome) if outcome.was_applied() => Got::Applied,
             Ok(_) => Got::NoOp,
-            Err(error) => Got::Rejected(error_kind(error)),
+            Err(error) => Got::Rejected(error.kind()),
         }
     }
 
@@ -46,25 +46,5 @@ impl Got {
             Expect::Rejected(kind) => self == Got::Rejected(kind),
             Expect::Racing => true,
         }
-    }
-}
-
-/// The variant name of an engine error.
-pub(crate) fn error_kind(error: &Error) -> &'static str {
-    match error {
-        Error::InvalidInput { .. } => "InvalidInput",
-        Error::NotFound { .. } => "NotFound",
-        Error::InvalidTransition { .. } => "InvalidTransition",
-        Error::VersionConflict { .. } => "VersionConflict",
-        Error::KeyReused { .. } => "KeyReused",
-        Error::GuardRejected { .. } => "GuardRejected",
-        Error::InvalidDefinition { .. } => "InvalidDefinition",
-        Error::DefinitionMismatch { .. } => "DefinitionMismatch",
-        Error::UnknownMachine { .. } => "UnknownMachine",
-        Error::Corrupt { .. } => "Corrupt",
-        Error::Locked { .. } => "Locked",
-        Error::Storage { .. } => "Storage",
-        Error::BlockingInAsync { .. } => "BlockingInAsync",
-        _ => "Other",
     }
 }
