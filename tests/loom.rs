@@ -9,6 +9,7 @@
 mod sync {
     pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
     pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
+    pub(crate) use loom::thread::yield_now;
 }
 
 #[path = "../src/write/handoff.rs"]

@@ -27,7 +27,7 @@
 
 use std::collections::VecDeque;
 
-use super::sync::{Arc, Condvar, Mutex, MutexGuard};
+use super::sync::{yield_now, Arc, Condvar, Mutex, MutexGuard};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -50,6 +50,8 @@ struct Queue<J, R> {
     jobs: VecDeque<(J, Ticket<R>)>,
     /// Whether some caller leads (runs, or is about to run, a batch).
     leader: bool,
+    /// How many jobs the last batch took (more than one: callers overlap).
+    last_batch: usize,
     closed: bool,
 }
 
@@ -156,6 +158,7 @@ impl<J, R> Handoff<J, R> {
             state: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 leader: false,
+                last_batch: 0,
                 closed: false,
             }),
             max_batch: max_batch.max(1),
@@ -215,11 +218,7 @@ impl<J, R> Handoff<J, R> {
             loop {
                 if leads {
                     let turn = EndOfTurn(self);
-                    let batch = {
-                        let mut queue = lock(&self.state);
-                        let count = queue.jobs.len().min(self.max_batch);
-                        queue.jobs.drain(..count).collect()
-                    };
+                    let batch = self.take_batch();
                     let afterwards = lead(batch);
                     // The next batch may start now; what is left of this
                     // one (its sync, its answers) runs on this thread.
@@ -243,6 +242,29 @@ impl<J, R> Handoff<J, R> {
             leads = false;
         }
         answers
+    }
+
+    /// The leader's batch: the oldest queued jobs, up to `max_batch`.
+    ///
+    /// When the last batch took several jobs (callers overlap) and this one
+    /// would not be full, the leader first yields its CPU once, so that
+    /// callers about to submit (typically the ones the last batch just
+    /// answered) can join this batch instead of waiting for the next one.
+    /// On 2 cores with 8 callers this took batches on sled from about 2 jobs
+    /// to several, and with them the number of sled transactions, each of
+    /// which costs sled's I/O threads a write and a `sync_file_range`
+    /// (docs/BENCHMARKS.md). A lone caller never yields: its last batch
+    /// held one job.
+    fn take_batch(&self) -> Batch<J, R> {
+        let mut queue = lock(&self.state);
+        if queue.last_batch > 1 && queue.jobs.len() < self.max_batch {
+            drop(queue);
+            yield_now();
+            queue = lock(&self.state);
+        }
+        let count = queue.jobs.len().min(self.max_batch);
+        queue.last_batch = count;
+        queue.jobs.drain(..count).collect()
     }
 
     /// Stops taking jobs: later submissions, and jobs still queued, are
