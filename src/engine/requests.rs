@@ -207,10 +207,20 @@ impl EngineInner {
         let now = self.clock.now_ms();
         let guards = runtime.guards();
         // Without guards to run, a keyed request goes to the writer unread
-        // when the store would rather not read first (the writer reads the
-        // key under its locks and answers a replay itself).
+        // when the store would rather not read first, or when a batch is
+        // being committed (the writer reads the key under its locks and
+        // answers a replay itself). On sled a read while the writer commits
+        // contends with it for sled's process-wide lock, and a reader
+        // preempted while holding it stalls the whole batch: under 8
+        // clients this read doubled the p99 (docs/BENCHMARKS.md). An idle
+        // engine still answers a replay here, without the writer.
         let key_record = match &stored_key {
-            Some(_) if guards.is_empty() && !runtime.store.pre_reads_keys() => None,
+            Some(_)
+                if guards.is_empty()
+                    && (!runtime.store.pre_reads_keys() || self.writer.is_busy()) =>
+            {
+                None
+            }
             Some(key) => runtime.store.key_record(key)?,
             None => None,
         };
@@ -504,5 +514,69 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         text.clone()
     } else {
         "(no message)".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Durability, Engine, Request, StateMachine};
+
+    #[derive(StateMachine, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    #[machine(name = "payment", initial = Pending, events = PaymentEvent)]
+    enum Payment {
+        #[on(capture = Captured)]
+        Pending,
+        #[terminal]
+        Captured,
+    }
+
+    /// A keyed retry gets the original outcome whether the caller reads the
+    /// key itself (idle engine) or leaves it to the writer (a batch in
+    /// flight), and neither path writes anything.
+    #[test]
+    fn a_keyed_retry_replays_whether_or_not_the_writer_is_busy() {
+        let engine = Engine::builder()
+            .durability(Durability::Buffered)
+            .temporary()
+            .unwrap();
+        let payments = engine.machine::<Payment>().unwrap();
+        payments.create("p-1").unwrap();
+        let request = || {
+            Request::fire(PaymentEvent::Capture)
+                .key("capture-p-1")
+                .payload(serde_json::json!({"amount": 4200}))
+        };
+        let first = payments.apply("p-1", request()).unwrap();
+        assert!(first.was_applied());
+
+        assert!(!engine.inner.writer.is_busy());
+        let idle = payments.apply("p-1", request()).unwrap();
+        let busy = {
+            let _busy = engine.inner.writer.pretend_busy();
+            assert!(engine.inner.writer.is_busy());
+            payments.apply("p-1", request()).unwrap()
+        };
+        assert!(!engine.inner.writer.is_busy());
+        let mut original = first.to_record();
+        original.replay = true;
+        for retry in [&idle, &busy] {
+            assert!(retry.is_replay(), "{retry:?}");
+            assert_eq!(retry.to_record(), original);
+        }
+        assert_eq!(payments.get("p-1").unwrap().unwrap().version, 2);
+        assert_eq!(payments.history("p-1").unwrap().len(), 2);
+        engine.flush().unwrap();
+        assert_eq!(engine.outbox().pending(10).unwrap().len(), 2);
+
+        // The same request with another payload is a misuse of the key on
+        // both paths.
+        let changed = || {
+            Request::fire(PaymentEvent::Capture)
+                .key("capture-p-1")
+                .payload(serde_json::json!({"amount": 1}))
+        };
+        assert!(payments.apply("p-1", changed()).is_err());
+        let _busy = engine.inner.writer.pretend_busy();
+        assert!(payments.apply("p-1", changed()).is_err());
     }
 }
