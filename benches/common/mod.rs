@@ -319,10 +319,17 @@ impl RawSled {
     /// state-index move, key record and its expiry entry, outbox event.
     /// `version` is the new version; the state moves `STATES[from]` -> next.
     pub fn transition(&self, id: &str, version: u64, from: usize, key: &str) {
+        self.transitions(&[(id, version, from, key)]);
+    }
+
+    /// Several transitions (`(id, new version, from-state index, key)`) in
+    /// one sled transaction, as the engine's writer commits a batch.
+    pub fn transitions(&self, batch: &[(&str, u64, usize, &str)]) {
         let t = &self.templates;
         let expires_at = now_ms() + 24 * 3600 * 1000;
-        let position = self.position.fetch_add(1, Ordering::Relaxed);
-        let to = (from + 1) % STATES.len();
+        let first = self
+            .position
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let trees = [
             &self.outbox,
             &self.entities,
@@ -340,19 +347,22 @@ impl RawSled {
                 else {
                     unreachable!("seven trees")
                 };
-                let record = entities.get(id.as_bytes())?;
-                let seen = keys.get(key.as_bytes())?;
-                black_box((&record, &seen));
-                entities.insert(id.as_bytes(), t.entity.as_slice())?;
-                history.insert(history_key(id, version), t.change.as_slice())?;
-                by_state.remove(state_key(STATES[from], id))?;
-                by_state.insert(state_key(STATES[to], id), t.marker.as_slice())?;
-                keys.insert(key.as_bytes(), t.key_record.as_slice())?;
-                key_expiry.insert(key_expiry_key(expires_at, key), t.marker.as_slice())?;
-                outbox.insert(
-                    outbox_key(position, MACHINE, id, version),
-                    t.outbox_value.as_slice(),
-                )?;
+                for (n, &(id, version, from, key)) in batch.iter().enumerate() {
+                    let to = (from + 1) % STATES.len();
+                    let record = entities.get(id.as_bytes())?;
+                    let seen = keys.get(key.as_bytes())?;
+                    black_box((&record, &seen));
+                    entities.insert(id.as_bytes(), t.entity.as_slice())?;
+                    history.insert(history_key(id, version), t.change.as_slice())?;
+                    by_state.remove(state_key(STATES[from], id))?;
+                    by_state.insert(state_key(STATES[to], id), t.marker.as_slice())?;
+                    keys.insert(key.as_bytes(), t.key_record.as_slice())?;
+                    key_expiry.insert(key_expiry_key(expires_at, key), t.marker.as_slice())?;
+                    outbox.insert(
+                        outbox_key(first + n as u64, MACHINE, id, version),
+                        t.outbox_value.as_slice(),
+                    )?;
+                }
                 Ok::<_, Conflict>(())
             })
             .expect("raw transaction");

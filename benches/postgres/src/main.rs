@@ -113,6 +113,55 @@ struct Run {
     tps: f64,
     p50: Duration,
     p99: Duration,
+    /// The machine's CPU over the measured window (every process: the
+    /// clients, the engine, PostgreSQL's backends), when this process ran
+    /// the window itself (not for the 2-process runs).
+    cpu: Option<Cpu>,
+    /// The `/proc/stat` readings behind `cpu` (for a parent process to merge).
+    cpu_jiffies: Option<((u64, u64), (u64, u64))>,
+}
+
+/// Machine-wide CPU use over a measured window, from `/proc/stat`.
+#[derive(Clone, Copy)]
+struct Cpu {
+    /// Busy time over available time, all cores (1.0 = every core busy).
+    busy: f64,
+    /// Busy CPU time per transition, in microseconds: with every core busy,
+    /// the machine could do at most `cores / per_call` transitions per second.
+    per_call_us: f64,
+}
+
+/// `(busy, total)` jiffies of all cores since boot (`/proc/stat`'s `cpu`
+/// line; idle and iowait count as not busy).
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = fields.iter().sum();
+    let idle = fields.get(3)? + fields.get(4)?;
+    Some((total - idle, total))
+}
+
+/// The machine's busy CPU seconds per second of wall time available on all
+/// cores, between two [`cpu_jiffies`] readings, and per transition.
+fn cpu_between(before: (u64, u64), after: (u64, u64), calls: usize) -> Option<Cpu> {
+    let busy = after.0.checked_sub(before.0)?;
+    let total = after.1.checked_sub(before.1)?;
+    if total == 0 || calls == 0 {
+        return None;
+    }
+    // /proc/stat counts in USER_HZ ticks, 100 per second on Linux.
+    let busy_us = busy as f64 * 10_000.0;
+    Some(Cpu {
+        busy: busy as f64 / total as f64,
+        per_call_us: busy_us / calls as f64,
+    })
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -232,8 +281,15 @@ fn main() {
                 }
                 System::Postgres => measure_postgres(&conninfo, config, window),
             };
+            let cpu = measured.cpu.map_or_else(String::new, |cpu| {
+                format!(
+                    "  cpu {:>3.0}% busy, {:>5.0} us/transition",
+                    cpu.busy * 100.0,
+                    cpu.per_call_us
+                )
+            });
             eprintln!(
-                "run {run}: {:<32} {:>9.0} tps  p50 {:>9.1?}  p99 {:>9.1?}",
+                "run {run}: {:<32} {:>9.0} tps  p50 {:>9.1?}  p99 {:>9.1?}{cpu}",
                 config.label(),
                 measured.tps,
                 measured.p50,
@@ -290,6 +346,8 @@ fn main() {
                 "tps_median": median,
                 "p50_us": micros(&|r| r.p50),
                 "p99_us": micros(&|r| r.p99),
+                "cpu_busy": runs.iter().map(|r| r.cpu.map(|cpu| (cpu.busy * 1000.0).round() / 1000.0)).collect::<Vec<_>>(),
+                "cpu_us_per_transition": runs.iter().map(|r| r.cpu.map(|cpu| cpu.per_call_us.round())).collect::<Vec<_>>(),
                 "postgres_version": version,
             })
         )
@@ -328,6 +386,8 @@ fn summarize(mut latencies: Vec<Duration>, elapsed: Duration) -> Run {
         tps: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50: at(0.5),
         p99: at(0.99),
+        cpu: None,
+        cpu_jiffies: None,
     }
 }
 
@@ -348,7 +408,8 @@ fn drive_keeping<S: Send>(
     call: impl Fn(&mut S, usize, usize) + Sync,
 ) -> (Run, Vec<Duration>) {
     let clients = states.len();
-    let barrier = Barrier::new(clients);
+    let barrier = Barrier::new(clients + 1);
+    let mut cpu_window = None;
     let latencies: Vec<Vec<Duration>> = std::thread::scope(|scope| {
         let handles: Vec<_> = states
             .into_iter()
@@ -376,10 +437,20 @@ fn drive_keeping<S: Send>(
                 })
             })
             .collect();
+        // This thread reads the machine's CPU at the window's edges.
+        barrier.wait();
+        let start = Instant::now();
+        std::thread::sleep(WARM_UP);
+        let before = cpu_jiffies();
+        std::thread::sleep((start + WARM_UP + window).saturating_duration_since(Instant::now()));
+        cpu_window = before.zip(cpu_jiffies());
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let latencies = latencies.concat();
-    (summarize(latencies.clone(), window), latencies)
+    let mut run = summarize(latencies.clone(), window);
+    run.cpu = cpu_window.and_then(|(before, after)| cpu_between(before, after, latencies.len()));
+    run.cpu_jiffies = cpu_window;
+    (run, latencies)
 }
 
 fn measure_idemflow(dir: &Path, config: &Config, batching: bool, window: Duration) -> Run {
@@ -427,13 +498,27 @@ fn measure_idemflow_pg(conninfo: &str, config: &Config, processes: usize, window
         })
         .collect();
     let mut latencies = Vec::new();
+    let mut cpu_window = None;
     for child in children {
         let output = child.wait_with_output().expect("engine process");
         assert!(output.status.success(), "an engine process failed");
-        let micros: Vec<u64> = serde_json::from_slice(&output.stdout).expect("latencies");
+        let report: Value = serde_json::from_slice(&output.stdout).expect("child report");
+        let micros: Vec<u64> = serde_json::from_value(report["micros"].clone()).expect("latencies");
         latencies.extend(micros.into_iter().map(Duration::from_micros));
+        // The children's windows overlap; the first one's machine-wide
+        // reading stands for the run.
+        if cpu_window.is_none() {
+            cpu_window = serde_json::from_value::<Option<((u64, u64), (u64, u64))>>(
+                report["cpu_jiffies"].clone(),
+            )
+            .ok()
+            .flatten();
+        }
     }
-    summarize(latencies, window)
+    let calls = latencies.len();
+    let mut run = summarize(latencies, window);
+    run.cpu = cpu_window.and_then(|(before, after)| cpu_between(before, after, calls));
+    run
 }
 
 /// One engine process of [`measure_idemflow_pg`]: prints the latencies of
@@ -446,7 +531,7 @@ fn pg_child() {
     let clients: usize = var("IDEMFLOW_PG_BENCH_CLIENTS").parse().unwrap();
     let secs: f64 = var("IDEMFLOW_PG_BENCH_SECS").parse().unwrap();
     let latencies = std::cell::RefCell::new(Vec::new());
-    pg_clients(
+    let run = pg_clients(
         &url,
         durable,
         first,
@@ -459,7 +544,8 @@ fn pg_child() {
         .iter()
         .map(|d: &Duration| d.as_micros() as u64)
         .collect();
-    println!("{}", serde_json::to_string(&micros).unwrap());
+    let report = json!({"micros": micros, "cpu_jiffies": run.cpu_jiffies});
+    println!("{report}");
 }
 
 /// `clients` client threads (client numbers from `first`) on one engine
