@@ -78,61 +78,30 @@ fn run(durability: Durability, clients: usize, drain: bool, secs: u64) -> Run {
     let jobs = engine.machine::<Job>().expect("machine");
     create_all(&jobs, 0..clients * PER_CLIENT);
     engine.flush().expect("flush");
-    let stop = AtomicBool::new(false);
-    let measuring = AtomicBool::new(false);
     let drained = AtomicU64::new(0);
-    let barrier = Barrier::new(clients + 1);
     let payload = payload();
-    let latencies: Vec<Vec<u64>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..clients)
-            .map(|client| {
-                let (jobs, stop, measuring, barrier, payload) =
-                    (&jobs, &stop, &measuring, &barrier, &payload);
-                scope.spawn(move || {
-                    let ids: Vec<String> = (0..PER_CLIENT)
-                        .map(|n| id(client * PER_CLIENT + n))
-                        .collect();
-                    let mut latencies = Vec::with_capacity(200_000);
-                    barrier.wait();
-                    let mut n = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        let started = Instant::now();
-                        advance(jobs, &ids[n % PER_CLIENT], fresh_key(), payload);
-                        if measuring.load(Ordering::Relaxed) {
-                            latencies.push(started.elapsed().as_nanos() as u64);
-                        }
-                        n += 1;
-                    }
-                    latencies
-                })
-            })
-            .collect();
-        if drain {
-            let (engine, stop, drained) = (&engine, &stop, &drained);
-            scope.spawn(move || {
-                let outbox = engine.outbox();
-                while !stop.load(Ordering::Relaxed) {
-                    let events = outbox.pending(256).expect("pending");
-                    if events.is_empty() {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    }
-                    let acked = outbox.ack(&events).expect("ack");
-                    drained.fetch_add(acked as u64, Ordering::Relaxed);
-                }
-            });
+    let consumer = |stop: &AtomicBool| {
+        let outbox = engine.outbox();
+        while !stop.load(Ordering::Relaxed) {
+            let events = outbox.pending(256).expect("pending");
+            if events.is_empty() {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            let acked = outbox.ack(&events).expect("ack");
+            drained.fetch_add(acked as u64, Ordering::Relaxed);
         }
-        barrier.wait();
-        std::thread::sleep(WARM_UP);
-        measuring.store(true, Ordering::Relaxed);
-        std::thread::sleep(Duration::from_secs(secs));
-        measuring.store(false, Ordering::Relaxed);
-        stop.store(true, Ordering::Relaxed);
-        workers
-            .into_iter()
-            .map(|worker| worker.join().expect("client"))
-            .collect()
-    });
+    };
+    let latencies = drive(
+        clients,
+        secs,
+        |client| {
+            let ids = client_ids(client);
+            let (jobs, payload) = (&jobs, &payload);
+            move |n: usize| advance(jobs, &ids[n % PER_CLIENT], fresh_key(), payload)
+        },
+        drain.then_some(consumer),
+    );
     summarize(latencies, secs, drained.load(Ordering::Relaxed))
 }
 
@@ -147,45 +116,20 @@ fn run_raw(templates: &Templates, clients: usize, secs: u64) -> Run {
         raw.create(&id(n));
     }
     raw.sync();
-    let stop = AtomicBool::new(false);
-    let measuring = AtomicBool::new(false);
-    let barrier = Barrier::new(clients + 1);
-    let latencies: Vec<Vec<u64>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..clients)
-            .map(|client| {
-                let (raw, stop, measuring, barrier) = (&raw, &stop, &measuring, &barrier);
-                scope.spawn(move || {
-                    let ids: Vec<String> = (0..PER_CLIENT)
-                        .map(|n| id(client * PER_CLIENT + n))
-                        .collect();
-                    let mut cursors = vec![Cursor::default(); PER_CLIENT];
-                    let mut latencies = Vec::with_capacity(200_000);
-                    barrier.wait();
-                    let mut n = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        let started = Instant::now();
-                        let (version, from) = cursors[n % PER_CLIENT].step();
-                        raw.transition(&ids[n % PER_CLIENT], version, from, &fresh_key());
-                        if measuring.load(Ordering::Relaxed) {
-                            latencies.push(started.elapsed().as_nanos() as u64);
-                        }
-                        n += 1;
-                    }
-                    latencies
-                })
-            })
-            .collect();
-        barrier.wait();
-        std::thread::sleep(WARM_UP);
-        measuring.store(true, Ordering::Relaxed);
-        std::thread::sleep(Duration::from_secs(secs));
-        measuring.store(false, Ordering::Relaxed);
-        stop.store(true, Ordering::Relaxed);
-        workers
-            .into_iter()
-            .map(|worker| worker.join().expect("client"))
-            .collect()
-    });
+    let latencies = drive(
+        clients,
+        secs,
+        |client| {
+            let ids = client_ids(client);
+            let mut cursors = vec![Cursor::default(); PER_CLIENT];
+            let raw = &raw;
+            move |n: usize| {
+                let (version, from) = cursors[n % PER_CLIENT].step();
+                raw.transition(&ids[n % PER_CLIENT], version, from, &fresh_key());
+            }
+        },
+        None::<fn(&AtomicBool)>,
+    );
     summarize(latencies, secs, 0)
 }
 
@@ -229,6 +173,65 @@ fn run_raw_group(templates: &Templates, clients: usize, secs: u64) -> Run {
         round += 1;
     }
     summarize(vec![latencies], secs, 0)
+}
+
+/// The ids of client `client`'s own entities.
+fn client_ids(client: usize) -> Vec<String> {
+    (0..PER_CLIENT)
+        .map(|n| id(client * PER_CLIENT + n))
+        .collect()
+}
+
+/// Runs `clients` threads, each making its calls back to back (`client(c)`
+/// builds client `c`'s call, which gets the call's number), through a
+/// warm-up and `secs` measured seconds; `beside` (the outbox consumer) runs
+/// on a thread of its own until the clients stop. Returns each client's
+/// measured latencies in nanoseconds.
+fn drive<C: FnMut(usize)>(
+    clients: usize,
+    secs: u64,
+    client: impl Fn(usize) -> C + Sync,
+    beside: Option<impl FnOnce(&AtomicBool) + Send>,
+) -> Vec<Vec<u64>> {
+    let stop = AtomicBool::new(false);
+    let measuring = AtomicBool::new(false);
+    let barrier = Barrier::new(clients + 1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..clients)
+            .map(|number| {
+                let (client, stop, measuring, barrier) = (&client, &stop, &measuring, &barrier);
+                scope.spawn(move || {
+                    let mut call = client(number);
+                    let mut latencies = Vec::with_capacity(200_000);
+                    barrier.wait();
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
+                        call(n);
+                        if measuring.load(Ordering::Relaxed) {
+                            latencies.push(started.elapsed().as_nanos() as u64);
+                        }
+                        n += 1;
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        if let Some(beside) = beside {
+            let stop = &stop;
+            scope.spawn(move || beside(stop));
+        }
+        barrier.wait();
+        std::thread::sleep(WARM_UP);
+        measuring.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_secs(secs));
+        measuring.store(false, Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
+        workers
+            .into_iter()
+            .map(|worker| worker.join().expect("client"))
+            .collect()
+    })
 }
 
 fn summarize(latencies: Vec<Vec<u64>>, secs: u64, drained: u64) -> Run {
