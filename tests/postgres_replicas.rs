@@ -44,9 +44,12 @@ use common::watchdog;
 const PROCESSES: usize = 4;
 const THREADS: usize = 4;
 const ENTITIES: usize = 8;
-/// Calls per thread in the linearizability run: 16 threads x 48 calls over
-/// 8 entities is about 96 calls per entity (the checker takes up to 128).
-const LIN_CALLS: usize = 48;
+/// Calls per thread in the linearizability run: 16 threads x 40 calls over
+/// 8 entities (chosen at random) is 80 calls per entity on average, and the
+/// checker takes up to 128: 128 is 5.7 standard deviations above the mean,
+/// so no entity gets there in practice. (With 48 calls, a mean of 96, about
+/// 1 run in 400 had an entity past 128 and failed the checker's limit.)
+const LIN_CALLS: usize = 40;
 const CHILD_ENV: &str = "IDEMFLOW_REPLICA_CHILD";
 const LIMIT: Duration = Duration::from_secs(240);
 
