@@ -110,12 +110,7 @@ fn run(durability: Durability, clients: usize, drain: bool, secs: u64) -> Run {
 /// 100 ms): the dependency's own throughput and tail under the same clients,
 /// the baseline for the Buffered figures. No outbox consumer.
 fn run_raw(templates: &Templates, clients: usize, secs: u64) -> Run {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let raw = RawSled::open(dir.path(), templates.clone());
-    for n in 0..clients * PER_CLIENT {
-        raw.create(&id(n));
-    }
-    raw.sync();
+    let (_dir, raw) = raw_sled(templates, clients);
     let latencies = drive(
         clients,
         secs,
@@ -139,12 +134,7 @@ fn run_raw(templates: &Templates, clients: usize, secs: u64) -> Run {
 /// if every caller's request joined one batch with no hand-off, queueing or
 /// decision cost. Each transition's latency is its round's.
 fn run_raw_group(templates: &Templates, clients: usize, secs: u64) -> Run {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let raw = RawSled::open(dir.path(), templates.clone());
-    for n in 0..clients * PER_CLIENT {
-        raw.create(&id(n));
-    }
-    raw.sync();
+    let (_dir, raw) = raw_sled(templates, clients);
     let ids: Vec<String> = (0..clients * PER_CLIENT).map(id).collect();
     let mut cursors = vec![Cursor::default(); clients * PER_CLIENT];
     let mut latencies = Vec::with_capacity(200_000);
@@ -173,6 +163,18 @@ fn run_raw_group(templates: &Templates, clients: usize, secs: u64) -> Run {
         round += 1;
     }
     summarize(vec![latencies], secs, 0)
+}
+
+/// Plain sled in a temporary directory (kept alive by the returned guard)
+/// with every client's entities created and synced.
+fn raw_sled(templates: &Templates, clients: usize) -> (tempfile::TempDir, RawSled) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let raw = RawSled::open(dir.path(), templates.clone());
+    for n in 0..clients * PER_CLIENT {
+        raw.create(&id(n));
+    }
+    raw.sync();
+    (dir, raw)
 }
 
 /// The ids of client `client`'s own entities.

@@ -113,12 +113,32 @@ struct Run {
     tps: f64,
     p50: Duration,
     p99: Duration,
-    /// The machine's CPU over the measured window (every process: the
-    /// clients, the engine, PostgreSQL's backends), when this process ran
-    /// the window itself (not for the 2-process runs).
-    cpu: Option<Cpu>,
-    /// The `/proc/stat` readings behind `cpu` (for a parent process to merge).
-    cpu_jiffies: Option<((u64, u64), (u64, u64))>,
+    /// How many calls the measured window holds.
+    calls: usize,
+    /// `/proc/stat` at the measured window's edges (the whole machine: the
+    /// clients, the engine, PostgreSQL's backends), see [`Run::cpu`].
+    cpu_window: Option<CpuWindow>,
+}
+
+/// `(busy, total)` jiffies before and after a measured window.
+type CpuWindow = ((u64, u64), (u64, u64));
+
+impl Run {
+    /// The machine's CPU use over the measured window.
+    fn cpu(&self) -> Option<Cpu> {
+        let ((busy_before, total_before), (busy_after, total_after)) = self.cpu_window?;
+        let busy = busy_after.checked_sub(busy_before)?;
+        let total = total_after.checked_sub(total_before)?;
+        if total == 0 || self.calls == 0 {
+            return None;
+        }
+        // /proc/stat counts in USER_HZ ticks, 100 per second on Linux.
+        let busy_us = busy as f64 * 10_000.0;
+        Some(Cpu {
+            busy: busy as f64 / total as f64,
+            per_call_us: busy_us / self.calls as f64,
+        })
+    }
 }
 
 /// Machine-wide CPU use over a measured window, from `/proc/stat`.
@@ -146,22 +166,6 @@ fn cpu_jiffies() -> Option<(u64, u64)> {
     let total: u64 = fields.iter().sum();
     let idle = fields.get(3)? + fields.get(4)?;
     Some((total - idle, total))
-}
-
-/// The machine's busy CPU seconds per second of wall time available on all
-/// cores, between two [`cpu_jiffies`] readings, and per transition.
-fn cpu_between(before: (u64, u64), after: (u64, u64), calls: usize) -> Option<Cpu> {
-    let busy = after.0.checked_sub(before.0)?;
-    let total = after.1.checked_sub(before.1)?;
-    if total == 0 || calls == 0 {
-        return None;
-    }
-    // /proc/stat counts in USER_HZ ticks, 100 per second on Linux.
-    let busy_us = busy as f64 * 10_000.0;
-    Some(Cpu {
-        busy: busy as f64 / total as f64,
-        per_call_us: busy_us / calls as f64,
-    })
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -281,7 +285,7 @@ fn main() {
                 }
                 System::Postgres => measure_postgres(&conninfo, config, window),
             };
-            let cpu = measured.cpu.map_or_else(String::new, |cpu| {
+            let cpu = measured.cpu().map_or_else(String::new, |cpu| {
                 format!(
                     "  cpu {:>3.0}% busy, {:>5.0} us/transition",
                     cpu.busy * 100.0,
@@ -346,8 +350,8 @@ fn main() {
                 "tps_median": median,
                 "p50_us": micros(&|r| r.p50),
                 "p99_us": micros(&|r| r.p99),
-                "cpu_busy": runs.iter().map(|r| r.cpu.map(|cpu| (cpu.busy * 1000.0).round() / 1000.0)).collect::<Vec<_>>(),
-                "cpu_us_per_transition": runs.iter().map(|r| r.cpu.map(|cpu| cpu.per_call_us.round())).collect::<Vec<_>>(),
+                "cpu_busy": runs.iter().map(|r| r.cpu().map(|cpu| (cpu.busy * 1000.0).round() / 1000.0)).collect::<Vec<_>>(),
+                "cpu_us_per_transition": runs.iter().map(|r| r.cpu().map(|cpu| cpu.per_call_us.round())).collect::<Vec<_>>(),
                 "postgres_version": version,
             })
         )
@@ -386,8 +390,8 @@ fn summarize(mut latencies: Vec<Duration>, elapsed: Duration) -> Run {
         tps: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50: at(0.5),
         p99: at(0.99),
-        cpu: None,
-        cpu_jiffies: None,
+        calls: latencies.len(),
+        cpu_window: None,
     }
 }
 
@@ -448,8 +452,7 @@ fn drive_keeping<S: Send>(
     });
     let latencies = latencies.concat();
     let mut run = summarize(latencies.clone(), window);
-    run.cpu = cpu_window.and_then(|(before, after)| cpu_between(before, after, latencies.len()));
-    run.cpu_jiffies = cpu_window;
+    run.cpu_window = cpu_window;
     (run, latencies)
 }
 
@@ -508,16 +511,13 @@ fn measure_idemflow_pg(conninfo: &str, config: &Config, processes: usize, window
         // The children's windows overlap; the first one's machine-wide
         // reading stands for the run.
         if cpu_window.is_none() {
-            cpu_window = serde_json::from_value::<Option<((u64, u64), (u64, u64))>>(
-                report["cpu_jiffies"].clone(),
-            )
-            .ok()
-            .flatten();
+            cpu_window = serde_json::from_value::<Option<CpuWindow>>(report["cpu_window"].clone())
+                .ok()
+                .flatten();
         }
     }
-    let calls = latencies.len();
     let mut run = summarize(latencies, window);
-    run.cpu = cpu_window.and_then(|(before, after)| cpu_between(before, after, calls));
+    run.cpu_window = cpu_window;
     run
 }
 
@@ -544,7 +544,7 @@ fn pg_child() {
         .iter()
         .map(|d: &Duration| d.as_micros() as u64)
         .collect();
-    let report = json!({"micros": micros, "cpu_jiffies": run.cpu_jiffies});
+    let report = json!({"micros": micros, "cpu_window": run.cpu_window});
     println!("{report}");
 }
 
